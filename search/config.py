@@ -1,0 +1,399 @@
+"""The one typed configuration of sftune.
+
+Every entry point (``sftune train``, ``sftune sweep``, ``sftune serve``, the dashboard) reads an
+:class:`AppConfig`. It is built from a YAML file plus dotted ``--set a.b=value`` overrides and is
+validated when it is built, so a typo fails before any model is loaded. This module imports no
+torch and no ray: it is the ground floor every other module may stand on.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    BeforeValidator,
+    ValidationError,
+    model_validator,
+)
+
+__all__ = [
+    "AppConfig",
+    "ConfigError",
+    "DataConfig",
+    "DashboardConfig",
+    "Choice",
+    "ModelConfig",
+    "Range",
+    "ServeConfig",
+    "SpaceConfig",
+    "TrainConfig",
+    "TrialParams",
+    "TuneConfig",
+    "build_config",
+    "load_config",
+    "parse_overrides",
+]
+
+#: The sweep's searched dimensions, in the order they are shown everywhere.
+CORE_DIMENSIONS = ("alpha", "lr", "frozen_depth", "weight_decay", "dropout")
+#: Dimensions that are fixed unless a config opts in to searching them.
+EXTRA_DIMENSIONS = ("warmup_ratio", "batch_size", "joint_epochs")
+INT_DIMENSIONS = ("frozen_depth", "batch_size", "joint_epochs")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    # extra="forbid" is what turns a typo such as `trian.epochs` into an error naming the key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the labelled examples come from and how they are split and tokenized."""
+
+    source: str = Field(
+        "rotten_tomatoes",
+        description="Built-in name (`rotten_tomatoes`, `rotten_tomatoes_small`) or a path to a "
+        ".csv, .jsonl or .parquet file.",
+    )
+    text_column: str = Field("text", description="Column holding the input text (user files).")
+    label_column: str = Field("label", description="Column holding the class label (user files).")
+    unlabeled_path: str | None = Field(
+        None, description="Optional text file, one document per line, for the masked-LM loss."
+    )
+    max_length: int = Field(64, ge=8, le=4096, description="Tokens per example after truncation.")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows held for validation.")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows held out for test.")
+    max_train_examples: int | None = Field(
+        None, ge=2, description="Stratified subsample of the training split (None = all)."
+    )
+    max_eval_examples: int | None = Field(
+        None, ge=2, description="Stratified subsample of validation and test (None = all)."
+    )
+    split_seed: int = Field(0, description="Seed of the stratified split; fixed so runs compare.")
+
+
+class ModelConfig(_Section):
+    """The pretrained encoder to fine-tune."""
+
+    name: str = Field(
+        "minilm",
+        description="Built-in name `minilm` (packaged all-MiniLM-L6-v2) or a local directory "
+        "holding a BERT-family checkpoint in safetensors.",
+    )
+
+
+class TrainConfig(_Section):
+    """Static settings of one trial. The searched values live in :class:`TrialParams`."""
+
+    epochs: int = Field(2, ge=1, le=1000, description="Total epochs, joint plus task-only.")
+    batch_size: int = Field(32, ge=1, description="Training examples per step.")
+    eval_batch_size: int = Field(128, ge=1, description="Examples per validation forward pass.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps in linear warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
+    patience: int = Field(2, ge=1, description="Epochs without improvement before stopping.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")
+    metric: Literal["val_accuracy", "val_f1_macro"] = Field(
+        "val_accuracy", description="Validation metric that picks the best epoch and trial."
+    )
+    seed: int = Field(0, description="Seed for weights of new heads, shuffling and masking.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` uses CUDA when present, else CPU."
+    )
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU).")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (None = torch's default)."
+    )
+    prefix_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="Reuse frozen-layer activations across epochs (see README)."
+    )
+    prefix_cache_budget_mb: int = Field(
+        2048, ge=0, description="Largest frozen-prefix cache a trial may build, in MiB."
+    )
+
+
+class Range(_Section):
+    """A searched numeric dimension: uniform (or log-uniform) between low and high."""
+
+    low: float
+    high: float
+    log: bool = Field(False, description="Sample log-uniformly; both bounds must be > 0.")
+    default: float | None = Field(
+        None, description="Value used by `sftune train`; default is the (geometric) midpoint."
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        if self.default is not None and not self.low <= self.default <= self.high:
+            raise ValueError(f"default {self.default} is outside [{self.low}, {self.high}]")
+        return self
+
+    def midpoint(self) -> float:
+        if self.default is not None:
+            return self.default
+        if self.log:
+            return math.sqrt(self.low * self.high)
+        return (self.low + self.high) / 2
+
+
+class Choice(_Section):
+    """A searched categorical dimension."""
+
+    choices: list[float] = Field(min_length=1)
+    default: float | None = None
+
+    def midpoint(self) -> float:
+        return self.default if self.default is not None else self.choices[0]
+
+
+def _parse_dimension(value: Any) -> float | Range | Choice:
+    """A dimension is a constant, ``{low, high[, log, default]}`` or ``{choices[, default]}``."""
+    if isinstance(value, Range | Choice):
+        return value
+    if isinstance(value, dict):
+        kind = Choice if "choices" in value else Range
+        try:
+            return kind.model_validate(value)
+        except ValidationError as err:
+            # Re-raised as ValueError so the error is reported at the dimension's own key.
+            raise ValueError("; ".join(_describe(e, kind) for e in err.errors())) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"got {value!r}; allowed: a number, {{low, high, log, default}} or {{choices: [...]}}"
+        )
+    return float(value)
+
+
+def _describe(item: dict[str, Any], kind: type[BaseModel]) -> str:
+    key = ".".join(str(p) for p in item["loc"])
+    if item["type"] == "extra_forbidden":
+        return f"unknown key {key!r}; allowed: {', '.join(kind.model_fields)}"
+    msg = item["msg"].removeprefix("Value error, ")
+    return f"{key}: {msg}" if key else msg
+
+
+Dimension = Annotated[float | Range | Choice, BeforeValidator(_parse_dimension)]
+
+
+class SpaceConfig(_Section):
+    """The search space. Each dimension is a constant or a `{low, high, log}` / `{choices}`."""
+
+    alpha: Dimension = Field(
+        Range(low=1.0, high=300.0, log=True, default=30.0),
+        description="Task-loss weight in L = L_lm + alpha * L_task during joint epochs.",
+    )
+    lr: Dimension = Field(
+        Range(low=2e-5, high=3e-4, log=True, default=8e-5), description="Peak AdamW learning rate."
+    )
+    frozen_depth: Dimension = Field(
+        Range(low=0, high=6, default=0), description="Bottom encoder layers kept frozen (0..N)."
+    )
+    weight_decay: Dimension = Field(
+        Range(low=0.0, high=0.1, default=0.01), description="Decoupled AdamW weight decay."
+    )
+    dropout: Dimension = Field(
+        Range(low=0.0, high=0.2, default=0.1), description="Hidden, attention and head dropout."
+    )
+    warmup_ratio: Dimension | None = Field(None, description="Optional; else train.warmup_ratio.")
+    batch_size: Dimension | None = Field(None, description="Optional; else train.batch_size.")
+    joint_epochs: Dimension = Field(1, description="Epochs of stage 1 (joint LM + task loss).")
+
+    @model_validator(mode="after")
+    def _check_ints(self) -> SpaceConfig:
+        for name in INT_DIMENSIONS:
+            dim = getattr(self, name)
+            if dim is not None and any(v < 0 for v in _dimension_values(dim)):
+                raise ValueError(f"space.{name} must be >= 0")
+        return self
+
+    def searched(self) -> dict[str, Range | Choice]:
+        """The dimensions that are searched, not fixed."""
+        dims = {n: getattr(self, n) for n in CORE_DIMENSIONS + EXTRA_DIMENSIONS}
+        return {n: d for n, d in dims.items() if isinstance(d, Range | Choice)}
+
+
+def _dimension_values(dim: float | Range | Choice) -> list[float]:
+    if isinstance(dim, Range):
+        return [dim.low, dim.high]
+    if isinstance(dim, Choice):
+        return list(dim.choices)
+    return [dim]
+
+
+class TuneConfig(_Section):
+    """How the sweep runs on Ray Tune."""
+
+    num_samples: int = Field(8, ge=1, description="Trials in the sweep.")
+    max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop launching after this long.")
+    storage_path: str = Field(
+        "runs", description="Local dir (default) or s3:// / gs:// / NFS URI shared by all nodes."
+    )
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/factor at each rung.")
+    max_failures: int = Field(0, ge=-1, description="Retries of a raising trial (-1 = forever).")
+    keep_checkpoints: int = Field(3, ge=1, description="Trials that keep checkpoints at the end.")
+    seed: int = Field(0, description="Seed of the Optuna TPE sampler.")
+    cpus_per_trial: float = Field(1.0, gt=0, description="Ray CPUs reserved by each trial.")
+    gpus_per_trial: float = Field(0.0, ge=0, description="Ray GPUs per trial; fractions allowed.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (None = all).")
+    optuna_db: bool = Field(True, description="Also write an Optuna sqlite study.")
+
+
+class ServeConfig(_Section):
+    """The Ray Serve endpoint."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    api_key_env: str | None = Field(None, description="Env var holding the bearer key, if any.")
+
+
+class DashboardConfig(_Section):
+    """The Streamlit dashboard."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
+    port: int = Field(8501, ge=1, le=65535)
+    serve_url: str = Field("http://127.0.0.1:8000", description="Endpoint for `Try the model`.")
+
+
+class AppConfig(_Section):
+    """Everything sftune needs, one section per concern."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+
+    @model_validator(mode="after")
+    def _check_epochs(self) -> AppConfig:
+        for joint in _dimension_values(self.space.joint_epochs):
+            if joint > self.train.epochs:
+                raise ValueError(
+                    f"space.joint_epochs ({joint:g}) exceeds train.epochs ({self.train.epochs})"
+                )
+        return self
+
+    def default_params(self) -> TrialParams:
+        """The single point `sftune train` runs: fixed values, else each range's default."""
+        values = {}
+        for name in CORE_DIMENSIONS + EXTRA_DIMENSIONS:
+            dim = getattr(self.space, name)
+            if dim is None:
+                dim = getattr(self.train, name)
+            values[name] = dim.midpoint() if isinstance(dim, Range | Choice) else dim
+        return TrialParams.from_values(values)
+
+
+class TrialParams(_Section):
+    """The values one trial trains with (a point of the search space)."""
+
+    alpha: float = Field(ge=0)
+    lr: float = Field(gt=0)
+    frozen_depth: int = Field(ge=0)
+    weight_decay: float = Field(ge=0)
+    dropout: float = Field(ge=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1)
+    joint_epochs: int = Field(1, ge=0)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> TrialParams:
+        """Build from sampled values, rounding the integer dimensions."""
+        clean = {k: (round(v) if k in INT_DIMENSIONS else float(v)) for k, v in values.items()}
+        return cls(**clean)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=3", "space.alpha=10"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} must look like section.key=value")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} conflicts with another override")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return nested
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        key = ".".join(loc) or "<root>"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = f"unknown key; allowed here: {', '.join(_allowed_keys(loc[:-1]))}"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _allowed_keys(parent: list[str]) -> list[str]:
+    model: type[BaseModel] = AppConfig
+    for part in parent:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def build_config(values: dict[str, Any], source: str = "config") -> AppConfig:
+    """Validate a nested dict into an :class:`AppConfig`, raising :class:`ConfigError`."""
+    try:
+        return AppConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Load a YAML config (or the built-in defaults) and apply dotted overrides."""
+    values: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        source = str(path)
+    if overrides:
+        values = _deep_merge(values, parse_overrides(overrides))
+        source += " + --set overrides"
+    return build_config(values, source)

@@ -1,0 +1,304 @@
+"""Labelled text data: load, validate, split, tokenize once, and batch with dynamic padding.
+
+The result of :func:`prepare_data` is plain numpy (a flat token array plus offsets per split), so
+a sweep can put it in Ray's object store once and every trial reads it without copying or
+re-tokenizing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from search import assets
+from search.config import DataConfig
+
+__all__ = [
+    "DataError",
+    "EncodedSplit",
+    "PreparedData",
+    "iter_batches",
+    "load_labeled_frame",
+    "prepare_data",
+    "split_frame",
+]
+
+BUILTIN_SOURCES = tuple(assets.DATA_FILES)
+#: Rotten-tomatoes label order: index 0 is the negative class, so "positive" reads as 1.
+ROTTEN_TOMATOES_LABELS = ("rotten", "fresh")
+_MAX_ROWS_SHOWN = 10
+
+
+class DataError(ValueError):
+    """The dataset cannot be used; the message says which rows and why."""
+
+
+def _rows(index: pd.Index | list[int]) -> str:
+    """1-based data row numbers (header excluded), at most a handful shown."""
+    numbers = [int(i) + 1 for i in index]
+    shown = ", ".join(map(str, numbers[:_MAX_ROWS_SHOWN]))
+    more = f" and {len(numbers) - _MAX_ROWS_SHOWN} more" if len(numbers) > _MAX_ROWS_SHOWN else ""
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
+def _load_rotten_tomatoes(name: str) -> pd.DataFrame:
+    frame = pd.read_csv(assets.builtin_data_file(name))
+    frame = frame[frame["category"].isin(ROTTEN_TOMATOES_LABELS)]
+    # The corpus repeats some reviews verbatim; duplicates would leak across splits.
+    frame = frame.drop_duplicates(subset="text").reset_index(drop=True)
+    return pd.DataFrame({"text": frame["text"], "label": frame["category"]})
+
+
+def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".bz2"} else path.suffix
+    try:
+        if suffix.startswith(".csv"):
+            # Text read as str with no NA guessing, so an empty cell is "" and reported as empty.
+            frame = pd.read_csv(path, dtype={cfg.text_column: str}, keep_default_na=False)
+        elif suffix.startswith((".jsonl", ".json")):
+            frame = pd.read_json(path, lines=True, dtype=False)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet")
+    except (ValueError, pd.errors.ParserError, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        if isinstance(err, pd.errors.EmptyDataError):
+            raise DataError(f"{path} is empty") from None
+        raise DataError(f"{path} could not be read: {err}") from None
+    return _select_columns(frame, path, cfg)
+
+
+def _select_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.DataFrame:
+    if frame.empty:
+        raise DataError(f"{path} is empty: it has no data rows")
+    for role, column in (("text", cfg.text_column), ("label", cfg.label_column)):
+        if column not in frame.columns:
+            raise DataError(
+                f"{path}: {role} column {column!r} not found; columns are {list(frame.columns)} "
+                f"(set data.{role}_column)"
+            )
+    selected = frame[[cfg.text_column, cfg.label_column]]
+    return selected.set_axis(["text", "label"], axis=1).reset_index(drop=True)
+
+
+def validate_frame(frame: pd.DataFrame, source: str) -> None:
+    """Raise :class:`DataError` naming the rows with bad texts or labels, or too few classes."""
+    texts = frame["text"]
+    not_str = texts[~texts.map(lambda v: isinstance(v, str))].index
+    if len(not_str):
+        raise DataError(f"{source}: {_rows(not_str)}: text is not a string (missing or non-text)")
+    empty = texts[texts.str.strip() == ""].index
+    if len(empty):
+        raise DataError(f"{source}: {_rows(empty)}: text is empty")
+    labels = frame["label"]
+    missing = labels[labels.isna() | (labels.astype(str).str.strip() == "")].index
+    if len(missing):
+        raise DataError(f"{source}: {_rows(missing)}: label is missing")
+    classes = labels.astype(str).unique()
+    if len(classes) < 2:
+        raise DataError(
+            f"{source}: every row has label {classes[0]!r}; a classifier needs at least 2 classes"
+        )
+
+
+def load_labeled_frame(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The validated (text, label-id) frame of the configured source, and its label names."""
+    if cfg.source in BUILTIN_SOURCES:
+        frame, names = _load_rotten_tomatoes(cfg.source), list(ROTTEN_TOMATOES_LABELS)
+    else:
+        frame = _read_user_file(Path(cfg.source).expanduser(), cfg)
+        validate_frame(frame, cfg.source)
+        names = sorted(frame["label"].astype(str).unique(), key=_natural_key)
+    ids = frame["label"].astype(str).map({n: i for i, n in enumerate(names)})
+    return pd.DataFrame({"text": frame["text"], "label": ids.astype("int64")}), names
+
+
+def _natural_key(name: str) -> tuple[int, float | str]:
+    # Integer labels sort numerically (2 before 10), so label ids match the user's own ints.
+    try:
+        return (0, float(name))
+    except ValueError:
+        return (1, name)
+
+
+@dataclass(frozen=True)
+class SplitFrames:
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def split_frame(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str]) -> SplitFrames:
+    """Stratified train/validation/test split; every class must reach every split."""
+    rng = np.random.default_rng(cfg.split_seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "validation": [], "test": []}
+    for label_id, group in frame.groupby("label", sort=True):
+        n = len(group)
+        n_val = max(1, round(n * cfg.val_fraction))
+        n_test = max(1, round(n * cfg.test_fraction))
+        if n - n_val - n_test < 1:
+            raise DataError(
+                f"class {label_names[label_id]!r} has only {n} row(s) ({_rows(group.index)}); "
+                f"train, validation and test each need at least one, so at least 3 are needed"
+            )
+        order = rng.permutation(group.index.to_numpy())
+        parts["validation"].append(order[:n_val])
+        parts["test"].append(order[n_val : n_val + n_test])
+        parts["train"].append(order[n_val + n_test :])
+    take = {k: frame.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for k, v in parts.items()}
+    return SplitFrames(**take)
+
+
+def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """Stratified subsample to at most ``limit`` rows, keeping every class."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    share = limit / len(frame)
+    picked = [
+        g.sample(n=max(1, round(len(g) * share)), random_state=seed)
+        for _, g in frame.groupby("label", sort=True)
+    ]
+    return pd.concat(picked).sort_index().reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """Token ids of one split, stored flat: example i is ``ids[offsets[i]:offsets[i+1]]``."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def example(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Everything a trial needs from the data, tokenized once per sweep."""
+
+    train: EncodedSplit
+    validation: EncodedSplit
+    test: EncodedSplit
+    label_names: list[str]
+    fingerprint: str
+    pad_id: int
+    mask_id: int
+    special_ids: list[int]
+    vocab_size: int
+    unlabeled: EncodedSplit | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, labels=None) -> EncodedSplit:
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    lengths = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.fromiter((t for e in encoded for t in e), dtype=np.int32, count=int(offsets[-1]))
+    label_array = None if labels is None else np.asarray(labels, dtype=np.int64)
+    return EncodedSplit(ids=ids, offsets=offsets, labels=label_array)
+
+
+def _read_unlabeled(path: str) -> list[str]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"unlabeled corpus not found: {file}")
+    lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"unlabeled corpus {file} has no non-empty lines")
+    return lines
+
+
+def fingerprint_frames(splits: SplitFrames, label_names: list[str], max_length: int) -> str:
+    digest = hashlib.sha256(f"{label_names}|{max_length}".encode())
+    for name in ("train", "validation", "test"):
+        frame = getattr(splits, name)
+        digest.update(name.encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> PreparedData:
+    """Load, validate, split, subsample and tokenize the configured data exactly once."""
+    frame, names = load_labeled_frame(cfg)
+    splits = split_frame(frame, cfg, names)
+    seed = cfg.split_seed if seed is None else seed
+    splits = SplitFrames(
+        train=_subsample(splits.train, cfg.max_train_examples, seed),
+        validation=_subsample(splits.validation, cfg.max_eval_examples, seed),
+        test=_subsample(splits.test, cfg.max_eval_examples, seed),
+    )
+    encoded = {
+        name: encode_texts(tokenizer, getattr(splits, name)["text"], cfg.max_length,
+                           getattr(splits, name)["label"])
+        for name in ("train", "validation", "test")
+    }
+    unlabeled = None
+    if cfg.unlabeled_path:
+        unlabeled = encode_texts(tokenizer, _read_unlabeled(cfg.unlabeled_path), cfg.max_length)
+    return PreparedData(
+        **encoded,
+        label_names=names,
+        fingerprint=fingerprint_frames(splits, names, cfg.max_length),
+        pad_id=int(tokenizer.pad_token_id),
+        mask_id=int(tokenizer.mask_token_id),
+        special_ids=sorted(set(tokenizer.all_special_ids)),
+        vocab_size=len(tokenizer),
+        unlabeled=unlabeled,
+        sizes={k: len(v) for k, v in encoded.items()},
+    )
+
+
+def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad the chosen examples to the longest of them (dynamic padding)."""
+    lengths = split.lengths[indices]
+    batch = np.full((len(indices), int(lengths.max())), pad_id, dtype=np.int64)
+    for row, i in enumerate(indices):
+        batch[row, : lengths[row]] = split.example(int(i))
+    input_ids = torch.from_numpy(batch)
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": (torch.arange(batch.shape[1]) < torch.from_numpy(lengths)[:, None]).long(),
+        "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+    }
+    if split.labels is not None:
+        out["labels"] = torch.from_numpy(split.labels[indices])
+    return out
+
+
+def iter_batches(
+    split: EncodedSplit,
+    batch_size: int,
+    pad_id: int,
+    *,
+    shuffle: bool = False,
+    generator: np.random.Generator | None = None,
+    by_length: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches over a split. ``by_length`` sorts for eval so padding stays small."""
+    if shuffle:
+        order = (generator or np.random.default_rng()).permutation(len(split))
+    elif by_length:
+        order = np.argsort(split.lengths, kind="stable")
+    else:
+        order = np.arange(len(split))
+    for start in range(0, len(order), batch_size):
+        yield collate(split, order[start : start + batch_size], pad_id)

@@ -1,0 +1,173 @@
+"""The model a trial trains: one encoder shared by a classification head and a masked-LM head.
+
+The classifier is a stock ``AutoModelForSequenceClassification`` so that a checkpoint is a plain
+Hugging Face directory. The MLM head is added on top of the same encoder, with its decoder tied to
+the word embeddings (the packaged MiniLM ships no pretrained MLM head, so it starts fresh).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from search import assets
+
+__all__ = [
+    "ModelError",
+    "SFTModel",
+    "build_model",
+    "encoder_layers",
+    "load_tokenizer",
+    "resolve_model_dir",
+]
+
+BUILTIN_MODELS = ("minilm",)
+
+
+class ModelError(ValueError):
+    """The model cannot be found or does not fit the requested setting."""
+
+
+def resolve_model_dir(name: str) -> Path:
+    """A built-in name or a local checkpoint directory. Never the Hub: these machines are offline."""
+    if name in BUILTIN_MODELS:
+        return assets.builtin_model_dir()
+    path = Path(name).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.exists():
+        raise ModelError(f"model directory {path} has no config.json")
+    raise ModelError(
+        f"model {name!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor a local "
+        "directory. sftune does not download from the Hugging Face Hub: fetch the checkpoint "
+        "where you have network access and pass its directory as model.name."
+    )
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+
+
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a BERT-family encoder, bottom first."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ModelError(
+            f"{type(encoder).__name__} is not a BERT-family encoder (no encoder.layer list); "
+            "sftune supports BERT, RoBERTa, ELECTRA, MiniLM and similar"
+        )
+    return layers
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head: dense + activation + LayerNorm, decoder tied to word embeddings."""
+
+    def __init__(self, config, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
+        self.word_embeddings = word_embeddings  # shared, not copied: the decoder is tied
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(F.gelu(self.dense(hidden)))
+        return F.linear(hidden, self.word_embeddings.weight, self.bias)
+
+
+class SFTModel(nn.Module):
+    """Classifier plus MLM head over one shared encoder, with the bottom ``frozen_depth`` frozen."""
+
+    def __init__(self, classifier: nn.Module, *, frozen_depth: int) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.encoder = classifier.base_model
+        self.layers = encoder_layers(self.encoder)
+        self.mlm_head = MLMHead(classifier.config, self.encoder.get_input_embeddings())
+        self.frozen_depth = frozen_depth
+        self._freeze(frozen_depth)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Embeddings plus the bottom k layers (nothing at k=0: full fine-tuning)."""
+        if self.frozen_depth == 0:
+            return []
+        return [self.encoder.embeddings, *self.layers[: self.frozen_depth]]
+
+    def _freeze(self, k: int) -> None:
+        if not 0 <= k <= self.num_layers:
+            raise ModelError(
+                f"frozen_depth {k} is out of range: this model has {self.num_layers} layers, "
+                f"so allowed values are 0..{self.num_layers}"
+            )
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SFTModel:
+        super().train(mode)
+        # Frozen layers stay in eval mode so no dropout runs in them: their output is then a
+        # deterministic function of the input, which the prefix cache relies on.
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def mlm_loss(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Masked-LM cross-entropy, projecting only the masked positions onto the vocabulary."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        selected = labels != -100
+        if not bool(selected.any()):
+            return hidden.sum() * 0.0  # no token was masked: a zero that keeps the graph
+        logits = self.mlm_head(hidden[selected])
+        return F.cross_entropy(logits.float(), labels[selected])
+
+
+def _quiet_transformers() -> None:
+    # "Some weights were newly initialized" is expected for the fresh head; hide the noise.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def build_model(
+    model_dir: Path,
+    *,
+    label_names: list[str],
+    dropout: float,
+    frozen_depth: int,
+    seed: int = 0,
+) -> SFTModel:
+    """Load the encoder from safetensors, add fresh heads (seeded), apply dropout and freezing."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    config = AutoConfig.from_pretrained(
+        str(model_dir),
+        local_files_only=True,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        classifier_dropout=dropout,
+    )
+    torch.manual_seed(seed)  # the new classifier and MLM head start from the same weights
+    classifier = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), config=config, local_files_only=True, use_safetensors=True
+    )
+    return SFTModel(classifier, frozen_depth=frozen_depth)

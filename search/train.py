@@ -1,0 +1,285 @@
+"""The one trainer, shared by `sftune train` and every sweep trial. It knows nothing of Ray.
+
+Progress leaves through an injected ``report(metrics, checkpoint_dir)`` callback, called once per
+epoch; ``checkpoint_dir`` is set only when the epoch is the best so far (a trial keeps only its
+best-epoch checkpoint). The test split is never touched here except by :func:`evaluate_split`
+when a caller asks for it explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from search import artifacts
+from search.config import AppConfig, TrialParams
+from search.data import EncodedSplit, PreparedData, iter_batches
+from search.model import SFTModel, build_model, load_tokenizer
+from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_of_epoch, task_loss
+
+__all__ = [
+    "DivergedError",
+    "ReportFn",
+    "Trainer",
+    "TrialResult",
+    "evaluate_split",
+    "resolve_device",
+]
+
+ReportFn = Callable[[dict[str, Any], Path | None], None]
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot continue."""
+
+
+@dataclass
+class TrialResult:
+    """What one trial leaves behind."""
+
+    params: TrialParams
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    stop_reason: str = "completed"  # completed | early_stopped | diverged
+    message: str = ""
+    checkpoint_dir: Path | None = None
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on matrices only; biases and LayerNorm weights (1-D) get none."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the peak lr, then linear decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _macro_f1(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> float:
+    scores = []
+    for c in range(num_labels):
+        tp = np.sum((preds == c) & (labels == c))
+        denom = np.sum(preds == c) + np.sum(labels == c)
+        scores.append(0.0 if denom == 0 else 2 * tp / denom)
+    return float(np.mean(scores))
+
+
+@torch.inference_mode()
+def evaluate_split(
+    logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    split: EncodedSplit,
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    num_labels: int,
+) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 of ``logits_fn`` over a split (sorted by length for speed)."""
+    total_loss, preds, labels = 0.0, [], []
+    for batch in iter_batches(split, batch_size, pad_id, by_length=True):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = logits_fn(batch).float()
+        total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        preds.append(logits.argmax(-1).cpu().numpy())
+        labels.append(batch["labels"].cpu().numpy())
+    y, p = np.concatenate(labels), np.concatenate(preds)
+    return {
+        "loss": total_loss / len(y),
+        "accuracy": float(np.mean(y == p)),
+        "f1_macro": _macro_f1(y, p, num_labels),
+    }
+
+
+class Trainer:
+    """Trains one trial: build the model, run the staged objective, keep the best epoch."""
+
+    def __init__(
+        self,
+        *,
+        cfg: AppConfig,
+        params: TrialParams,
+        data: PreparedData,
+        model_dir: Path,
+        workdir: Path,
+        report: ReportFn | None = None,
+        trial_meta: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.cfg, self.params, self.data = cfg, params, data
+        self.model_dir, self.workdir = Path(model_dir), Path(workdir)
+        self.report = report or (lambda metrics, checkpoint: None)
+        self.trial_meta = trial_meta or {}
+        self.progress = progress
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        self.model = self._build_model()
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, params.weight_decay), lr=params.lr)
+        self.steps_per_epoch = math.ceil(len(data.train) / params.batch_size)
+        total = self.steps_per_epoch * cfg.train.epochs
+        self.scheduler = linear_schedule(self.optimizer, round(total * params.warmup_ratio), total)
+        self.rng = np.random.default_rng(cfg.train.seed)
+        self.mask_generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.masking = MaskingSpec(
+            mask_id=data.mask_id, special_ids=tuple(data.special_ids),
+            vocab_size=data.vocab_size, probability=cfg.train.mlm_probability,
+        )
+        self.replacement_ids = self.masking.replacement_ids()
+        self._unlabeled = self._unlabeled_batches() if data.unlabeled is not None else None
+
+    def _build_model(self) -> SFTModel:
+        model = build_model(
+            self.model_dir, label_names=self.data.label_names, dropout=self.params.dropout,
+            frozen_depth=self.params.frozen_depth, seed=self.cfg.train.seed,
+        )
+        return model.to(self.device)
+
+    def _autocast(self):
+        enabled = self.device.type == "cuda" and self.cfg.train.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _unlabeled_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:  # cycles: the LM corpus may be shorter or longer than the labelled set
+            yield from iter_batches(
+                self.data.unlabeled, self.params.batch_size, self.data.pad_id,
+                shuffle=True, generator=self.rng,
+            )
+
+    def task_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Classifier logits on unmasked inputs (the path the prefix cache can shortcut)."""
+        return self.model.task_logits(batch["input_ids"], batch["attention_mask"])
+
+    def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        source = next(self._unlabeled) if self._unlabeled is not None else batch
+        masked, labels = mask_tokens(
+            source["input_ids"].cpu(), source["attention_mask"].cpu(), self.masking,
+            self.mask_generator, self.replacement_ids,
+        )
+        mask = source["attention_mask"].to(self.device)
+        return self.model.mlm_loss(masked.to(self.device), mask, labels.to(self.device))
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[float, float]:
+        """One optimizer step; returns (task loss, LM loss or NaN)."""
+        with self._autocast():
+            task = task_loss(self.task_logits(batch), batch["labels"])
+            lm = self._lm_loss(batch) if stage == "joint" else None
+            loss = joint_loss(lm, task, self.params.alpha) if lm is not None else task
+        if not torch.isfinite(loss):
+            raise DivergedError(f"diverged: loss is {loss.item()} (non-finite)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return task.item(), (lm.item() if lm is not None else math.nan)
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        stage = stage_of_epoch(epoch, self.params.joint_epochs)
+        self.model.train()
+        task_sum, lm_sum, tokens, steps = 0.0, 0.0, 0, 0
+        start = time.perf_counter()
+        batches = iter_batches(
+            self.data.train, self.params.batch_size, self.data.pad_id,
+            shuffle=True, generator=self.rng,
+        )
+        for batch in self._progress(batches, epoch, stage):
+            tokens += int(batch["attention_mask"].sum())
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            task, lm = self._step(batch, stage)
+            task_sum, lm_sum, steps = task_sum + task, lm_sum + lm, steps + 1
+        seconds = time.perf_counter() - start
+        return {
+            "epoch": epoch, "stage": stage,
+            "train_task_loss": task_sum / steps, "train_lm_loss": lm_sum / steps,
+            "train_time_s": seconds, "tokens_per_s": tokens / seconds,
+            "examples_per_s": len(self.data.train) / seconds,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _progress(self, batches, epoch: int, stage: str):
+        if not self.progress:
+            return batches
+        from tqdm.auto import tqdm
+
+        total_epochs = self.cfg.train.epochs
+        desc = f"epoch {epoch}/{total_epochs} ({stage})"
+        return tqdm(batches, total=self.steps_per_epoch, desc=desc, unit="step", leave=True)
+
+    def evaluate(self, split: EncodedSplit) -> dict[str, float]:
+        self.model.eval()
+        with self._autocast():
+            return evaluate_split(
+                self.task_logits, split, batch_size=self.cfg.train.eval_batch_size,
+                pad_id=self.data.pad_id, device=self.device, num_labels=len(self.data.label_names),
+            )
+
+    def _save_best(self, metrics: dict[str, Any]) -> Path:
+        meta = {
+            "label_names": self.data.label_names,
+            "params": self.params.model_dump(),
+            "metrics": metrics,
+            "data_fingerprint": self.data.fingerprint,
+            "data_sizes": self.data.sizes,
+            "base_model": self.cfg.model.name,
+            **self.trial_meta,
+        }
+        return artifacts.save_checkpoint(
+            self.workdir / "best", model=self.model.classifier, tokenizer=self.tokenizer, meta=meta
+        )
+
+    def fit(self) -> TrialResult:
+        """Run every epoch (or until early stopping or divergence) and return the result."""
+        result = TrialResult(params=self.params)
+        metric, stale, started = self.cfg.train.metric, 0, time.perf_counter()
+        for epoch in range(1, self.cfg.train.epochs + 1):
+            try:
+                metrics = self._train_epoch(epoch)
+            except DivergedError as err:
+                result.stop_reason, result.message = "diverged", str(err)
+                return result
+            val = self.evaluate(self.data.validation)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            metrics["wall_time_s"] = time.perf_counter() - started
+            improved = result.best is None or metrics[metric] > result.best[metric]
+            metrics["score"] = metrics[metric] if improved else result.best[metric]
+            result.history.append(metrics)
+            if improved:
+                result.best, stale = metrics, 0
+                result.checkpoint_dir = self._save_best(metrics)
+            else:
+                stale += 1
+            self.report(metrics, result.checkpoint_dir if improved else None)
+            if stale >= self.cfg.train.patience and epoch < self.cfg.train.epochs:
+                result.stop_reason = "early_stopped"
+                break
+        return result
