@@ -26,7 +26,7 @@ DATA_FILES = {
     "rotten_tomatoes": "rotten_tomatoes_corpus_full.csv.bz2",
     "rotten_tomatoes_small": "rotten_tomatoes_corpus.csv.bz2",
 }
-INSTALL_HINT = "run `make install` (or `sftune assets install`) to fetch the built-in model and data"
+INSTALL_HINT = "run `make install` (or `sftune assets install`) to fetch the built-in assets"
 
 
 class AssetMissingError(FileNotFoundError):

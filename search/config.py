@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    BeforeValidator,
     ValidationError,
     model_validator,
 )
@@ -333,8 +333,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r} conflicts with another override")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        node[leaf] = _parse_value(raw)
     return nested
+
+
+def _parse_value(raw: str) -> Any:
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-5" (no dot) as a string; a user means the number
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -68,7 +68,9 @@ def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
-            raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet")
+            raise DataError(
+                f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet"
+            )
     except (ValueError, pd.errors.ParserError, OSError) as err:
         if isinstance(err, DataError):
             raise
@@ -155,7 +157,9 @@ def split_frame(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str]) ->
         parts["validation"].append(order[:n_val])
         parts["test"].append(order[n_val : n_val + n_test])
         parts["train"].append(order[n_val + n_test :])
-    take = {k: frame.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for k, v in parts.items()}
+    take = {
+        k: frame.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for k, v in parts.items()
+    }
     return SplitFrames(**take)
 
 
@@ -276,7 +280,8 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
     input_ids = torch.from_numpy(batch)
     out = {
         "input_ids": input_ids,
-        "attention_mask": (torch.arange(batch.shape[1]) < torch.from_numpy(lengths)[:, None]).long(),
+        "attention_mask": (torch.arange(batch.shape[1]) < torch.from_numpy(lengths)[:, None])
+        .long(),
         "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
     }
     if split.labels is not None:

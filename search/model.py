@@ -33,7 +33,7 @@ class ModelError(ValueError):
 
 
 def resolve_model_dir(name: str) -> Path:
-    """A built-in name or a local checkpoint directory. Never the Hub: these machines are offline."""
+    """A built-in name or a local checkpoint directory; never the Hub (machines are offline)."""
     if name in BUILTIN_MODELS:
         return assets.builtin_model_dir()
     path = Path(name).expanduser()

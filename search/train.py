@@ -144,7 +144,8 @@ class Trainer:
             torch.set_num_threads(cfg.train.num_threads)
         self.model = self._build_model()
         self.tokenizer = load_tokenizer(self.model_dir)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, params.weight_decay), lr=params.lr)
+        groups = param_groups(self.model, params.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=params.lr)
         self.steps_per_epoch = math.ceil(len(data.train) / params.batch_size)
         total = self.steps_per_epoch * cfg.train.epochs
         self.scheduler = linear_schedule(self.optimizer, round(total * params.warmup_ratio), total)
@@ -188,12 +189,17 @@ class Trainer:
         mask = source["attention_mask"].to(self.device)
         return self.model.mlm_loss(masked.to(self.device), mask, labels.to(self.device))
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[float, float]:
-        """One optimizer step; returns (task loss, LM loss or NaN)."""
+    def compute_loss(self, batch: dict[str, torch.Tensor], stage: str):
+        """The stage's objective on one batch: (loss, task loss, LM loss or None)."""
         with self._autocast():
             task = task_loss(self.task_logits(batch), batch["labels"])
             lm = self._lm_loss(batch) if stage == "joint" else None
             loss = joint_loss(lm, task, self.params.alpha) if lm is not None else task
+        return loss, task, lm
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[float, float]:
+        """One optimizer step; returns (task loss, LM loss or NaN)."""
+        loss, task, lm = self.compute_loss(batch, stage)
         if not torch.isfinite(loss):
             raise DivergedError(f"diverged: loss is {loss.item()} (non-finite)")
         self.optimizer.zero_grad(set_to_none=True)

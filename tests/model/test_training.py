@@ -1,0 +1,112 @@
+"""Behaviour of the one trainer on a tiny random BERT: it learns, freezes, weights and saves."""
+
+import math
+
+import pytest
+import torch
+
+from search.train import Trainer
+from tests.conftest import tiny_config, tiny_data
+
+
+def _trainer(tiny_model_dir, reviews_csv, tmp_path, *overrides, report=None):
+    cfg = tiny_config(tiny_model_dir, reviews_csv, *overrides)
+    return Trainer(cfg=cfg, params=cfg.default_params(), data=tiny_data(cfg),
+                   model_dir=tiny_model_dir, workdir=tmp_path, report=report)
+
+
+def test_loss_drops_and_metrics_are_reported_per_epoch(tiny_model_dir, reviews_csv, tmp_path):
+    reports = []
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.epochs=4",
+                       "train.patience=10", report=lambda m, c: reports.append((m, c)))
+    result = trainer.fit()
+    losses = [m["train_task_loss"] for m, _ in reports]
+    assert len(reports) == 4
+    assert losses[-1] < losses[0] * 0.8
+    assert result.best["val_accuracy"] > 0.7  # the toy task is separable
+    first = reports[0][0]
+    for key in ("train_lm_loss", "val_loss", "val_f1_macro", "tokens_per_s", "wall_time_s"):
+        assert math.isfinite(first[key])
+    assert math.isnan(reports[1][0]["train_lm_loss"])  # stage 2 has no LM term
+    assert [m["stage"] for m, _ in reports] == ["joint", "task", "task", "task"]
+
+
+def test_score_is_the_best_epoch_and_checkpoint_only_on_improvement(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    reports = []
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.epochs=4",
+                       "train.patience=10", report=lambda m, c: reports.append((m, c)))
+    result = trainer.fit()
+    running_best = -1.0
+    for metrics, checkpoint in reports:
+        improved = metrics["val_accuracy"] > running_best
+        running_best = max(running_best, metrics["val_accuracy"])
+        assert metrics["score"] == running_best
+        assert (checkpoint is not None) == improved
+    assert result.best["val_accuracy"] == running_best
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_frozen_weights_are_bit_identical_and_the_rest_changed(
+    tiny_model_dir, reviews_csv, tmp_path, k
+):
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, f"space.frozen_depth={k}",
+                       "space.dropout=0.2")
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    frozen = {id(p) for m in trainer.model.frozen_modules() for p in m.parameters()}
+    for name, param in trainer.model.named_parameters():
+        if id(param) in frozen:
+            assert torch.equal(param, before[name]), name
+        elif "classifier" in name or "layer." in name:
+            assert not torch.equal(param, before[name]), name
+    if k == trainer.model.num_layers:  # only the head (pooler + classifier + MLM head) trains
+        trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+        assert all(n.split(".")[0] in {"mlm_head", "classifier"} for n in trainable)
+        assert not any(".encoder." in n for n in trainable)
+
+
+def test_alpha_scales_the_stage1_classifier_gradient(tiny_model_dir, reviews_csv, tmp_path):
+    grads = {}
+    for alpha in (0.0, 1.5, 3.0):
+        trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, f"space.alpha={alpha}")
+        trainer.model.train()
+        batch = next(iter(__import__("search.data").data.iter_batches(
+            trainer.data.train, 8, trainer.data.pad_id)))
+        loss, _, lm = trainer.compute_loss(batch, "joint")
+        assert lm is not None and lm.item() > 0
+        loss.backward()
+        grads[alpha] = trainer.model.classifier.classifier.weight.grad.clone()
+    assert torch.count_nonzero(grads[0.0]) == 0
+    assert torch.count_nonzero(grads[1.5]) > 0
+    torch.testing.assert_close(grads[3.0], 2 * grads[1.5], rtol=1e-4, atol=1e-7)
+
+
+def test_early_stopping_ends_the_trial(tiny_model_dir, reviews_csv, tmp_path):
+    # lr=0 freezes learning, so the metric never improves after epoch 1.
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "space.lr=1e-12",
+                       "train.epochs=6", "train.patience=2")
+    result = trainer.fit()
+    assert result.stop_reason == "early_stopped"
+    assert len(result.history) == 3
+
+
+def test_nan_loss_ends_the_trial_as_diverged(tiny_model_dir, reviews_csv, tmp_path):
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path)
+    with torch.no_grad():
+        trainer.model.classifier.classifier.weight.fill_(float("nan"))
+    result = trainer.fit()
+    assert result.stop_reason == "diverged"
+    assert "diverged" in result.message
+    assert result.history == []
+
+
+def test_same_seed_gives_the_same_trial(tiny_model_dir, reviews_csv, tmp_path):
+    runs = [
+        _trainer(tiny_model_dir, reviews_csv, tmp_path / str(i), "space.dropout=0.1").fit()
+        for i in range(2)
+    ]
+    assert [h["train_task_loss"] for h in runs[0].history] == [
+        h["train_task_loss"] for h in runs[1].history
+    ]
