@@ -98,7 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     install = assets_sub.add_parser("install", help="download and extract them (no deps)")
     install.add_argument("--home", type=Path, help="target dir (default: <venv>/share/sftune)")
     install.set_defaults(func=cmd_assets)
+    _register_plugins(sub)
     return parser
+
+
+def _register_plugins(sub: argparse._SubParsersAction) -> None:
+    # Serving and the dashboard own their subcommands; their cli modules import nothing heavy, so
+    # `sftune --help` stays fast and the core of `search` never imports them.
+    import importlib
+
+    for module in ("serving.cli", "dashboard.cli"):
+        importlib.import_module(module).register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
