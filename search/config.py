@@ -253,13 +253,86 @@ class TuneConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """The Ray Serve endpoint."""
+    """The Ray Serve endpoint: where it binds, how it batches, what it accepts."""
 
     host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
-    port: int = Field(8000, ge=1, le=65535)
-    replicas: int = Field(1, ge=1)
-    gpus_per_replica: float = Field(0.0, ge=0)
-    api_key_env: str | None = Field(None, description="Env var holding the bearer key, if any.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    replicas: int = Field(1, ge=1, description="Fixed replica count (when not autoscaling).")
+    cpus_per_replica: float = Field(
+        1.0, gt=0, description="Ray CPUs reserved per replica (logical; threads: num_threads)."
+    )
+    gpus_per_replica: float = Field(0.0, ge=0, description="Ray GPUs per replica; fractions ok.")
+    autoscaling: bool = Field(
+        False, description="Scale replicas between min_replicas and max_replicas on load."
+    )
+    min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
+    max_replicas: int = Field(4, ge=1, description="Autoscaling upper bound.")
+    target_ongoing_requests: float = Field(
+        32.0, gt=0, description="Autoscaling target of in-flight requests per replica."
+    )
+    api_key_env: str | None = Field(
+        None, description="Env var holding the bearer key; when set every endpoint but /healthz "
+        "requires `Authorization: Bearer <key>`.",
+    )
+    max_batch_size: int = Field(
+        64, ge=1, le=4096, description="Most texts merged into one model batch by @serve.batch."
+    )
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, le=10,
+        description="How long a batch waits for more requests before it runs, in seconds.",
+    )
+    max_ongoing_requests: int = Field(
+        64, ge=1,
+        description="Requests in flight per replica; must be >= max_batch_size or batches "
+        "never fill (Serve's default of 5 would cap every batch at 5).",
+    )
+    forward_batch_size: int | None = Field(
+        None, ge=1, description="Texts per forward pass inside a merged batch, sorted by length "
+        "so padding stays small (None = 8 on CPU, the whole batch on GPU).",
+    )
+    max_texts: int = Field(64, ge=1, description="Most texts one request may carry.")
+    max_chars: int = Field(5000, ge=1, description="Most characters in one text.")
+    max_tokens: int | None = Field(
+        None, ge=8, description="Tokens per text after truncation (None = the model's limit, "
+        "at most 512).",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="End-to-end limit of one request; Serve answers 408 after it."
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads per replica (None = the machine's cores "
+        "divided among replicas).",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` uses CUDA when the replica sees a GPU, else CPU."
+    )
+    bf16: bool = Field(True, description="Run in bfloat16 on CUDA (ignored on CPU).")
+    app_name: str = Field(
+        "sftune", description="Serve application name; serving again under it updates in place."
+    )
+
+    @model_validator(mode="after")
+    def _check_batching(self) -> ServeConfig:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"serve.max_ongoing_requests ({self.max_ongoing_requests}) must be >= "
+                f"serve.max_batch_size ({self.max_batch_size}), or batches never fill; "
+                "raise max_ongoing_requests or lower max_batch_size"
+            )
+        if self.max_texts > self.max_batch_size:
+            raise ValueError(
+                f"serve.max_texts ({self.max_texts}) must be <= serve.max_batch_size "
+                f"({self.max_batch_size}): one request must fit in one batch"
+            )
+        if self.autoscaling and self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"serve.min_replicas ({self.min_replicas}) must be <= serve.max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
 
 
 class DashboardConfig(_Section):
