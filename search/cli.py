@@ -13,6 +13,9 @@ from search.config import AppConfig, ConfigError, load_config
 __all__ = ["main"]
 
 EPILOG = """examples:
+  sftune sweep --config configs/default.yaml --name demo
+  sftune results demo
+  sftune best demo --export ./best-model
   sftune train --config configs/smoke.yaml
   sftune train --set space.frozen_depth=3 --set train.epochs=1
   sftune assets install
@@ -71,6 +74,71 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_name(args: argparse.Namespace) -> str:
+    return args.resume or args.name or time.strftime("sweep-%Y%m%d-%H%M%S")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) a sweep, then evaluate and export its best trial."""
+    from search.best import export_best
+    from search.sweep import run_sweep
+
+    cfg = _config(args)
+    name = _sweep_name(args)
+    path = run_sweep(cfg, name=name, address=args.address, resume=bool(args.resume))
+    _print_results(path, top=5)
+    if args.no_export:
+        return 0
+    best = export_best(path)
+    print(f"best trial {best['trial_id']}: val {cfg.train.metric}={best['score']:.4f} "
+          f"(epoch {best['best_epoch']}), test accuracy={best['test_accuracy']:.4f}")
+    print(f"exported: {best['export_dir']}")
+    print(f"next: sftune serve {name}    |    sftune dashboard")
+    return 0
+
+
+def _disk_usage(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _print_results(path: Path, top: int) -> None:
+    from search.results import read_sweep_meta, read_trials, summarize_trials
+
+    meta = read_sweep_meta(path)
+    summary = summarize_trials(read_trials(path))
+    columns = ["trial_id", "status", "stop_reason", "score", "best_epoch", "epochs", "alpha",
+               "lr", "frozen_depth", "weight_decay", "dropout", "val_f1_macro"]
+    print(f"sweep {meta['name']}: {meta['status']}, {len(summary)} trials "
+          f"({(summary['status'] == 'ERROR').sum()} errored), metric {meta['metric']}")
+    if not summary.empty:
+        print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    kept = summary["checkpoint"].map(lambda c: isinstance(c, str)).sum()
+    print(f"disk: {_disk_usage(path) / 2**20:.1f} MiB under {path} ({kept} trial checkpoints kept)")
+
+
+def _experiment_dir(args: argparse.Namespace) -> Path:
+    from search.sweep import experiment_path
+
+    cfg = load_config(None, [f"tune.storage_path={args.storage}"] if args.storage else [])
+    path = Path(experiment_path(cfg, args.name))
+    if not path.is_dir():
+        raise FileNotFoundError(f"no sweep named {args.name!r} under {path.parent}")
+    return path
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    _print_results(_experiment_dir(args), top=args.top)
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    from search.best import export_best
+
+    best = export_best(_experiment_dir(args), args.export, trial_id=args.trial)
+    print(json.dumps(best, indent=2))
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from search import assets
 
@@ -92,6 +160,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", type=Path, help="output dir (default: runs/train-<time>)")
     train.add_argument("--quiet", action="store_true", help="no per-step progress bar")
     train.set_defaults(func=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="search hyperparameters with Ray Tune + Optuna + ASHA")
+    _add_config_args(sweep)
+    sweep.add_argument("--name", help="experiment name (default: sweep-<time>)")
+    sweep.add_argument("--resume", metavar="NAME", help="resume the interrupted sweep NAME")
+    sweep.add_argument("--address", help="Ray cluster to join, e.g. auto (default: local Ray; "
+                       "RAY_ADDRESS is honoured)")
+    sweep.add_argument("--no-export", action="store_true",
+                       help="skip the final test evaluation and export of the best trial")
+    sweep.set_defaults(func=cmd_sweep)
+
+    results = sub.add_parser("results", help="print a sweep's top trials and disk use")
+    results.add_argument("name", help="sweep name")
+    results.add_argument("--storage", help="storage path (default: tune.storage_path)")
+    results.add_argument("--top", type=int, default=10, help="trials to show")
+    results.set_defaults(func=cmd_results)
+
+    best = sub.add_parser("best", help="evaluate a sweep's best trial on test and export it")
+    best.add_argument("name", help="sweep name")
+    best.add_argument("--storage", help="storage path (default: tune.storage_path)")
+    best.add_argument("--export", type=Path, help="export dir (default: <experiment>/export)")
+    best.add_argument("--trial", help="a trial id other than the best")
+    best.set_defaults(func=cmd_best)
 
     assets = sub.add_parser("assets", help="manage the built-in model and dataset")
     assets_sub = assets.add_subparsers(dest="action", required=True, metavar="ACTION")

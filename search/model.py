@@ -100,7 +100,13 @@ class SFTModel(nn.Module):
         """Embeddings plus the bottom k layers (nothing at k=0: full fine-tuning)."""
         if self.frozen_depth == 0:
             return []
-        return [self.encoder.embeddings, *self.layers[: self.frozen_depth]]
+        return [*self._input_modules(), *self.layers[: self.frozen_depth]]
+
+    def _input_modules(self) -> list[nn.Module]:
+        # ELECTRA projects small embeddings up to the hidden size before layer 0; the projection
+        # belongs to the input side, so it freezes with the embeddings.
+        project = getattr(self.encoder, "embeddings_project", None)
+        return [self.encoder.embeddings] + ([project] if project is not None else [])
 
     def _freeze(self, k: int) -> None:
         if not 0 <= k <= self.num_layers:
@@ -122,6 +128,47 @@ class SFTModel(nn.Module):
 
     def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def embed_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the frozen prefix (embeddings + bottom k layers), [B, T, H].
+
+        ``logits_from_layer(embed_prefix(ids, mask), mask)`` computes what :meth:`task_logits`
+        does, op for op, so the prefix can be computed once and reused.
+        """
+        hidden = self.encoder.embeddings(input_ids=input_ids)
+        project = getattr(self.encoder, "embeddings_project", None)
+        if project is not None:
+            hidden = project(hidden)
+        return self._run_layers(hidden, attention_mask, 0, self.frozen_depth)
+
+    def logits_from_layer(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Classifier logits from the hidden states after layer k: layers k..N-1, then the head.
+
+        At k=N no layer is left and the heads read only the first token, so ``hidden`` may then
+        hold just that token ([B, 1, H]).
+        """
+        hidden = self._run_layers(hidden, attention_mask, self.frozen_depth, self.num_layers)
+        pooler = getattr(self.encoder, "pooler", None)
+        if pooler is not None:  # BERT: tanh-pooled first token, dropout, linear
+            return self.classifier.classifier(self.classifier.dropout(pooler(hidden)))
+        return self.classifier.classifier(hidden)  # RoBERTa/ELECTRA heads take [:, 0] themselves
+
+    def _run_layers(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int
+    ) -> torch.Tensor:
+        if start == stop:
+            return hidden
+        from transformers.masking_utils import create_bidirectional_mask
+
+        # The mask the encoder's own forward builds for config._attn_implementation (sdpa: a
+        # boolean 4-D mask, or None without padding; eager: an additive float mask).
+        mask = create_bidirectional_mask(
+            config=self.encoder.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+        for layer in self.layers[start:stop]:
+            out = layer(hidden, mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # older layers return tuples
+        return hidden
 
     def mlm_loss(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor

@@ -149,7 +149,8 @@ def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     best_idx = scored.groupby("trial_id")["score"].idxmax()
     best = scored.loc[best_idx.values].set_index("trial_id")
     summary = last.copy()
-    metric_cols = [c for c in METRIC_COLUMNS if c != "wall_time_s"] + ["epoch", "stage", "checkpoint"]
+    metric_cols = [c for c in METRIC_COLUMNS if c != "wall_time_s"]
+    metric_cols += ["epoch", "stage", "checkpoint"]
     summary[metric_cols] = best.reindex(summary.index)[metric_cols]
     summary = summary.rename(columns={"epoch": "best_epoch"})
     summary["epochs"] = epochs.reindex(summary.index).fillna(0).astype("int64")

@@ -24,6 +24,7 @@ from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_of_epoch, task_loss
+from search.prefix_cache import setup_prefix_cache
 
 __all__ = [
     "DivergedError",
@@ -133,6 +134,7 @@ class Trainer:
         report: ReportFn | None = None,
         trial_meta: dict[str, Any] | None = None,
         progress: bool = False,
+        cache_dir: Path | None = None,
     ) -> None:
         self.cfg, self.params, self.data = cfg, params, data
         self.model_dir, self.workdir = Path(model_dir), Path(workdir)
@@ -157,6 +159,12 @@ class Trainer:
         )
         self.replacement_ids = self.masking.replacement_ids()
         self._unlabeled = self._unlabeled_batches() if data.unlabeled is not None else None
+        # cache_dir shares frozen-prefix activations between a node's trials (None: this
+        # trial's memory); eval-mode only, so it draws no random numbers.
+        self.prefix_cache = setup_prefix_cache(
+            self.model, data, cfg=cfg, model_dir=self.model_dir, cache_dir=cache_dir,
+            device=self.device, autocast=self._autocast,
+        )
 
     def _build_model(self) -> SFTModel:
         model = build_model(
@@ -178,6 +186,9 @@ class Trainer:
 
     def task_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Classifier logits on unmasked inputs (the path the prefix cache can shortcut)."""
+        hidden = self.prefix_cache.lookup(batch) if self.prefix_cache is not None else None
+        if hidden is not None:  # layers k..N-1 and the head only
+            return self.model.logits_from_layer(hidden, batch["attention_mask"])
         return self.model.task_logits(batch["input_ids"], batch["attention_mask"])
 
     def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -230,6 +241,7 @@ class Trainer:
             "train_time_s": seconds, "tokens_per_s": tokens / seconds,
             "examples_per_s": len(self.data.train) / seconds,
             "lr": self.scheduler.get_last_lr()[0],
+            "prefix_cache": self.prefix_cache is not None,
         }
 
     def _progress(self, batches, epoch: int, stage: str):
@@ -263,29 +275,56 @@ class Trainer:
             self.workdir / "best", model=self.model.classifier, tokenizer=self.tokenizer, meta=meta
         )
 
-    def fit(self) -> TrialResult:
-        """Run every epoch (or until early stopping or divergence) and return the result."""
+    def _stop_reason(self, epoch: int, stale: int) -> str:
+        if epoch >= self.cfg.train.epochs:
+            return "completed"
+        return "early_stopped" if stale >= self.cfg.train.patience else "running"
+
+    def _resume(self, checkpoint: Path, result: TrialResult) -> int:
+        """Load a checkpoint of this trial; returns the epoch to continue from.
+
+        Checkpoints hold weights only, so AdamW's moments restart; the lr schedule and the
+        best-so-far score continue where the checkpoint left them.
+        """
+        from safetensors.torch import load_file
+
+        artifacts.verify_safetensors_only(checkpoint)
+        state = load_file(str(Path(checkpoint) / artifacts.WEIGHTS_FILE))
+        self.model.classifier.load_state_dict(state)
+        result.best = artifacts.read_meta(checkpoint)["metrics"]
+        result.checkpoint_dir = Path(checkpoint)
+        done = int(result.best["epoch"])
+        for _ in range(done * self.steps_per_epoch):
+            self.scheduler.step()
+        return done + 1
+
+    def fit(self, resume_from: Path | None = None) -> TrialResult:
+        """Run the epochs (until early stopping or divergence) and return the result.
+
+        Every epoch's metrics carry ``score`` (the best epoch so far: a trial is judged by its
+        best epoch, not its last) and ``stop_reason`` (running, completed or early_stopped).
+        """
         result = TrialResult(params=self.params)
+        first = self._resume(resume_from, result) if resume_from else 1
         metric, stale, started = self.cfg.train.metric, 0, time.perf_counter()
-        for epoch in range(1, self.cfg.train.epochs + 1):
+        for epoch in range(first, self.cfg.train.epochs + 1):
             try:
                 metrics = self._train_epoch(epoch)
             except DivergedError as err:
                 result.stop_reason, result.message = "diverged", str(err)
                 return result
-            val = self.evaluate(self.data.validation)
-            metrics.update({f"val_{k}": v for k, v in val.items()})
+            metrics.update({f"val_{k}": v for k, v in self.evaluate(self.data.validation).items()})
             metrics["wall_time_s"] = time.perf_counter() - started
             improved = result.best is None or metrics[metric] > result.best[metric]
+            stale = 0 if improved else stale + 1
             metrics["score"] = metrics[metric] if improved else result.best[metric]
+            metrics["stop_reason"] = self._stop_reason(epoch, stale)
             result.history.append(metrics)
             if improved:
-                result.best, stale = metrics, 0
+                result.best = metrics
                 result.checkpoint_dir = self._save_best(metrics)
-            else:
-                stale += 1
             self.report(metrics, result.checkpoint_dir if improved else None)
-            if stale >= self.cfg.train.patience and epoch < self.cfg.train.epochs:
-                result.stop_reason = "early_stopped"
+            if metrics["stop_reason"] != "running":
+                result.stop_reason = metrics["stop_reason"]
                 break
         return result

@@ -1,0 +1,112 @@
+"""After a sweep: pick a trial, evaluate it once on the held-out test split, export it.
+
+The test split is touched only here, never during selection. The result is recorded in the
+sweep's ``sweep.json`` and in the exported checkpoint's ``sftune.json``, so a second call reuses
+it instead of peeking at the test set again.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search import artifacts
+from search.config import AppConfig, build_config
+from search.results import (
+    ResultsError,
+    read_sweep_meta,
+    read_trials,
+    summarize_trials,
+    update_sweep_meta,
+)
+
+__all__ = ["choose_trial", "evaluate_checkpoint", "export_best", "sweep_config"]
+
+
+def sweep_config(experiment_dir: Path) -> AppConfig:
+    """The exact config the sweep ran with (stored in its sweep.json)."""
+    return build_config(read_sweep_meta(experiment_dir)["config"], f"{experiment_dir} sweep.json")
+
+
+def choose_trial(experiment_dir: Path, trial_id: str | None = None) -> pd.Series:
+    """The best trial by best-epoch score, or the named one; it must still have a checkpoint."""
+    summary = summarize_trials(read_trials(experiment_dir))
+    if trial_id is not None:
+        summary = summary[summary["trial_id"] == trial_id]
+        if summary.empty:
+            raise ResultsError(f"no trial {trial_id!r} in {experiment_dir}")
+    summary = summary[summary["score"].notna()]
+    if summary.empty:
+        raise ResultsError(f"no trial in {experiment_dir} finished an epoch")
+    row = summary.iloc[0]
+    if not isinstance(row["checkpoint"], str) or not Path(row["checkpoint"]).is_dir():
+        raise ResultsError(
+            f"trial {row['trial_id']} has no checkpoint left (only the top "
+            "tune.keep_checkpoints trials keep theirs)"
+        )
+    return row
+
+
+def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
+    """Accuracy, macro-F1 and loss of a checkpoint on the config's test split."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from search.data import prepare_data
+    from search.model import load_tokenizer, resolve_model_dir
+    from search.train import evaluate_split, resolve_device
+
+    artifacts.verify_safetensors_only(checkpoint)
+    data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
+    expected = artifacts.read_meta(checkpoint).get("data_fingerprint")
+    if expected and expected != data.fingerprint:
+        raise ResultsError(
+            f"the data changed since this checkpoint was trained (fingerprint {data.fingerprint} "
+            f"!= {expected}); the test split would not be held out"
+        )
+    device = resolve_device(cfg.train.device)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(checkpoint), use_safetensors=True, local_files_only=True
+    ).to(device).eval()
+
+    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    metrics = evaluate_split(logits, data.test, batch_size=cfg.train.eval_batch_size,
+                             pad_id=data.pad_id, device=device,
+                             num_labels=len(data.label_names))
+    return {f"test_{k}": v for k, v in metrics.items()} | {"test_examples": len(data.test)}
+
+
+def _recorded_test(meta: dict[str, Any], trial_id: str) -> dict[str, float] | None:
+    recorded = (meta.get("test") or {}).get(trial_id)
+    return recorded if recorded and not any(map(_isnan, recorded.values())) else None
+
+
+def _isnan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def export_best(experiment_dir: Path, target: Path | None = None,
+                trial_id: str | None = None) -> dict[str, Any]:
+    """Evaluate the chosen trial on test (once) and export it; returns what was recorded."""
+    experiment_dir = Path(experiment_dir)
+    cfg = sweep_config(experiment_dir)
+    row = choose_trial(experiment_dir, trial_id)
+    meta = read_sweep_meta(experiment_dir)
+    test = _recorded_test(meta, row["trial_id"])
+    if test is None:
+        test = evaluate_checkpoint(Path(row["checkpoint"]), cfg)
+        update_sweep_meta(experiment_dir, test={**(meta.get("test") or {}), row["trial_id"]: test})
+    target = Path(target) if target else experiment_dir / "export"
+    artifacts.export_checkpoint(
+        Path(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
+        trial_id=row["trial_id"],
+    )
+    if trial_id is None:
+        update_sweep_meta(experiment_dir, export_dir=str(target.resolve()))
+    return {"trial_id": row["trial_id"], "score": float(row["score"]),
+            "best_epoch": int(row["best_epoch"]), "export_dir": str(target.resolve()), **test}

@@ -1,0 +1,160 @@
+"""Turns the stream of trial events of a sweep into sftune's results table. No Ray imports.
+
+:mod:`search.sweep` forwards Ray Tune's callback events here; this class owns the bookkeeping:
+one row per trial and epoch, each trial's status and stop reason, the checkpoint of its best
+epoch, and the sweep-wide checkpoint budget (only the top-k finished trials keep checkpoints).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.config import AppConfig
+from search.results import (
+    METRIC_COLUMNS,
+    PARAM_COLUMNS,
+    TRIAL_COLUMNS,
+    read_trials,
+    results_dir,
+    summarize_trials,
+    write_trials,
+)
+
+__all__ = ["ResultsRecorder", "write_optuna_study"]
+
+log = logging.getLogger("sftune")
+_FINISHED = ("TERMINATED", "ERROR")
+
+
+class ResultsRecorder:
+    """Accumulates rows keyed by (trial_id, epoch) and writes them atomically, throttled."""
+
+    def __init__(self, *, experiment_dir: str, keep_checkpoints: int, fixed: dict[str, Any],
+                 flush_interval_s: float = 2.0) -> None:
+        self.experiment_dir = experiment_dir
+        self.keep_checkpoints = keep_checkpoints
+        self.fixed = fixed
+        self.flush_interval_s = flush_interval_s
+        self._rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self._checkpoints: dict[str, str | None] = {}
+        self._last_flush = 0.0
+
+    def load_existing(self) -> None:
+        """Pick up the rows of an earlier run of this sweep (on resume)."""
+        frame = read_trials(self.experiment_dir)
+        for row in frame.to_dict("records"):
+            self._rows[(row["trial_id"], int(row["epoch"]))] = row
+            if isinstance(row.get("checkpoint"), str):
+                self._checkpoints[row["trial_id"]] = row["checkpoint"]
+
+    def _trial_rows(self, trial_id: str) -> list[dict[str, Any]]:
+        return [r for (t, _), r in sorted(self._rows.items()) if t == trial_id]
+
+    def on_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
+        row = {"trial_id": trial_id, "status": "RUNNING", "epoch": epoch,
+               "stage": result.get("stage"), "stop_reason": result.get("stop_reason", "running"),
+               "error": result.get("error"), "timestamp": result.get("timestamp", time.time())}
+        row.update({**self.fixed, **config})
+        row.update({k: result.get(k, math.nan) for k in METRIC_COLUMNS})
+        self._rows[(trial_id, epoch)] = {k: row.get(k) for k in TRIAL_COLUMNS}
+        self.flush()
+
+    def on_checkpoint(self, trial_id: str, path: str) -> None:
+        # Trials report a checkpoint only when an epoch improves: the latest is the best.
+        self._checkpoints[trial_id] = path
+
+    def on_complete(self, trial_id: str) -> None:
+        rows = self._trial_rows(trial_id)
+        for row in rows:
+            row["status"] = "TERMINATED"
+        if rows and rows[-1]["stop_reason"] in (None, "running"):
+            rows[-1]["stop_reason"] = "asha_stopped"  # ended by the scheduler, not by itself
+        self._prune_checkpoints()
+        self.flush(force=True)
+
+    def on_error(self, trial_id: str, config: dict[str, Any], message: str) -> None:
+        rows = self._trial_rows(trial_id)
+        if not rows:  # it failed before finishing an epoch: keep a row so it is not lost
+            self.on_result(trial_id, config, {"epoch": 0})
+            rows = self._trial_rows(trial_id)
+        for row in rows:
+            row["status"] = "ERROR"
+        rows[-1].update(stop_reason="error", error=message)
+        self._prune_checkpoints()
+        self.flush(force=True)
+
+    def _prune_checkpoints(self) -> None:
+        """Keep checkpoints of the top-k finished trials; running trials keep theirs."""
+        summary = summarize_trials(self._frame())
+        finished = summary[summary["status"].isin(_FINISHED)]
+        doomed = finished["trial_id"].iloc[self.keep_checkpoints:]
+        for trial_id in doomed:
+            path = self._checkpoints.get(trial_id)
+            if path and "://" not in path:
+                shutil.rmtree(path, ignore_errors=True)
+            self._checkpoints[trial_id] = None
+
+    def _frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(list(self._rows.values()), columns=list(TRIAL_COLUMNS))
+        if frame.empty:
+            return frame
+        best = summarize_trials(frame.assign(checkpoint=None))
+        best_epoch = dict(zip(best["trial_id"], best["best_epoch"], strict=True))
+        is_best = [best_epoch.get(t) == e for t, e in zip(frame["trial_id"], frame["epoch"],
+                                                           strict=True)]
+        frame["checkpoint"] = [self._checkpoints.get(t) if b else None
+                               for t, b in zip(frame["trial_id"], is_best, strict=True)]
+        return frame
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_flush < self.flush_interval_s:
+            return
+        self._last_flush = now
+        write_trials(self.experiment_dir, self._frame())
+
+
+def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
+    """Mirror the finished trials into an Optuna sqlite study that `optuna-dashboard` can open.
+
+    Built from sftune's table rather than from Ray's pickled searcher, so the file is a plain,
+    version-independent study (one trial per sweep trial, value = best-epoch score).
+    """
+    import optuna
+
+    from search.sweep import optuna_space
+
+    path = results_dir(experiment_dir) / "optuna.db"
+    path.unlink(missing_ok=True)
+    storage = f"sqlite:///{path}"
+    study = optuna.create_study(study_name=Path(experiment_dir).name, storage=storage,
+                                direction="maximize")
+    space = optuna_space(cfg)
+    frame = read_trials(experiment_dir)
+    for _, trial in summarize_trials(frame).iterrows():
+        params = {k: _native(trial[k], space[k]) for k in space if k in PARAM_COLUMNS}
+        ok = trial["status"] == "TERMINATED" and not pd.isna(trial["score"])
+        curve = frame[(frame["trial_id"] == trial["trial_id"]) & frame["score"].notna()]
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=space,
+            value=float(trial["score"]) if ok else None,
+            state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+            intermediate_values={int(e): float(s) for e, s in zip(curve["epoch"], curve["score"],
+                                                                  strict=True)},
+            user_attrs={"trial_id": trial["trial_id"], "stop_reason": trial["stop_reason"]},
+        ))
+    return path
+
+
+def _native(value: Any, distribution) -> Any:
+    from optuna.distributions import IntDistribution
+
+    return int(value) if isinstance(distribution, IntDistribution) else float(value)
