@@ -336,11 +336,21 @@ class ServeConfig(_Section):
 
 
 class DashboardConfig(_Section):
-    """The Streamlit dashboard."""
+    """The Streamlit dashboard (`sftune dashboard`); its flags override these."""
 
-    host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
-    port: int = Field(8501, ge=1, le=65535)
-    serve_url: str = Field("http://127.0.0.1:8000", description="Endpoint for `Try the model`.")
+    host: str = Field(
+        "127.0.0.1", description="Bind address; loopback unless told otherwise (it has no auth)."
+    )
+    port: int = Field(8501, ge=1, le=65535, description="TCP port Streamlit listens on.")
+    serve_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the Serve endpoint for `Try the model`."
+    )
+    api_key_env: str | None = Field(
+        None, description="Env var holding the endpoint's bearer key (None = serve.api_key_env)."
+    )
+    refresh_s: float = Field(
+        5.0, ge=1, le=3600, description="Seconds between live refreshes while a sweep runs."
+    )
 
 
 class AppConfig(_Section):
