@@ -1,0 +1,133 @@
+"""The Ray Serve deployment and its typed app builder.
+
+Run it with Serve's own CLI::
+
+    serve run serving.app:build_app model=runs/best
+    serve run serving.app:build_app model=runs/best max_batch_size=32 api_key_env=SFTUNE_KEY
+
+or through ``sftune serve``, which calls :func:`build_app` too. Every field of
+:class:`~search.config.ServeConfig` is an argument; ``model`` is required.
+
+How it stays fast and safe:
+
+- ``@serve.batch`` merges concurrent requests (up to ``max_batch_size`` texts, waiting at most
+  ``batch_wait_timeout_s``), and ``max_ongoing_requests`` (>= the batch size, checked by the
+  config) lets enough requests reach the replica for batches to fill.
+- ``max_surge_percent=100``: a new model's replicas start before the old ones stop, so
+  redeploying under the same app name swaps models with no failed request.
+- The API key never enters Serve's config: the builder hashes it (see :mod:`serving.auth`).
+
+This module imports Ray Serve; only :mod:`serving.app` and :mod:`serving.deploy` do.
+"""
+
+# No `from __future__ import annotations`: Serve reads build_app's annotation as a class to
+# validate `key=value` arguments into AppArgs, and a string annotation would skip that.
+
+import os
+from typing import Any
+
+from ray import serve
+
+from search.config import ServeConfig
+from serving.api import create_api
+from serving.auth import key_hash_from_env
+from serving.predictor import Predictor, default_threads
+from serving.schemas import Limits
+from serving.service import ModelService
+
+__all__ = ["DEPLOYMENT_NAME", "AppArgs", "SftuneModel", "build_app", "deployment_options"]
+
+DEPLOYMENT_NAME = "SftuneModel"
+
+
+class AppArgs(ServeConfig):
+    """Arguments of :func:`build_app`: the serve config plus what to serve."""
+
+    model: str
+    source: str | None = None
+    test_metrics: dict[str, float] | None = None
+
+
+def _count_texts(requests: list[list[str]]) -> int:
+    # A request with 10 texts fills 10 slots of the batch, not 1.
+    return sum(len(texts) for texts in requests)
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress()
+class SftuneModel:
+    """One replica: a loaded checkpoint behind the FastAPI app of :mod:`serving.api`."""
+
+    def __init__(self, *, model_dir: str, settings: dict[str, Any], source: str | None,
+                 api_key_sha256: str | None, test_metrics: dict[str, float] | None) -> None:
+        cfg = ServeConfig.model_validate(settings)
+        replicas = cfg.min_replicas if cfg.autoscaling else cfg.replicas
+        predictor = Predictor.load(
+            model_dir, device=cfg.device, bf16=cfg.bf16,
+            num_threads=cfg.num_threads or default_threads(max(1, replicas)),
+            max_tokens=cfg.max_tokens, forward_batch_size=cfg.forward_batch_size,
+        )
+        self.service = ModelService(predictor, limits=Limits.from_config(cfg), source=source,
+                                    api_key_sha256=api_key_sha256,
+                                    request_timeout_s=cfg.request_timeout_s,
+                                    test_metrics=test_metrics)
+        self.limits, self.api_key_sha256 = self.service.limits, api_key_sha256
+        self.request_timeout_s = cfg.request_timeout_s
+        self._batched.set_max_batch_size(cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    def __serve_build_asgi_app__(self):
+        # Built here, after __init__, so the app closes over this replica's limits and key.
+        return create_api(self)
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_count_texts)
+    async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
+        return await self.service.run_batch_async(requests)
+
+    async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        return await self._batched(texts)
+
+    def model_info(self) -> dict[str, Any]:
+        return self.service.model_info()
+
+    def stats(self) -> dict[str, Any]:
+        return self.service.stats()
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
+    """Serve deployment options from the config (replicas, resources, batching, roll-out)."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+        # Start the new model's replicas before stopping the old: a swap drops no request.
+        "max_surge_percent": 100,
+        # In-flight requests may finish before an old replica is killed.
+        "graceful_shutdown_timeout_s": cfg.request_timeout_s + 5,
+        "health_check_period_s": 5.0,
+        # Per-request access logs cost the replica CPU at every request; errors are still logged.
+        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
+    }
+    if cfg.autoscaling:
+        options["autoscaling_config"] = {
+            "min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = cfg.replicas
+    return options
+
+
+def build_app(args: AppArgs) -> serve.Application:
+    """The Serve application for ``args.model``; usable as ``serve run serving.app:build_app``."""
+    if isinstance(args, dict):  # called directly with a plain dict, e.g. from a test
+        args = AppArgs.model_validate(args)
+    model_dir = os.path.abspath(os.path.expanduser(args.model))
+    from search.artifacts import verify_safetensors_only
+
+    verify_safetensors_only(model_dir)  # fail in the builder, not in every replica
+    settings = ServeConfig.model_validate(
+        args.model_dump(exclude={"model", "source", "test_metrics"}))
+    return SftuneModel.options(**deployment_options(settings)).bind(
+        model_dir=model_dir, settings=settings.model_dump(), source=args.source,
+        api_key_sha256=key_hash_from_env(settings.api_key_env), test_metrics=args.test_metrics,
+    )

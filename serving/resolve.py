@@ -1,0 +1,125 @@
+"""Which checkpoint to serve: a sweep's best trial, one named trial, or any exported directory.
+
+Reads only the results format (:mod:`search.results`) and the checkpoint format
+(:mod:`search.artifacts`); imports no Ray and no torch, so the CLI and the dashboard can call it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search import artifacts
+from search.results import (
+    ResultsError,
+    best_trial,
+    list_sweeps,
+    read_sweep_meta,
+    read_trials,
+    summarize_trials,
+)
+
+__all__ = ["ResolvedModel", "resolve_model"]
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A checkpoint to serve, and what is known about where it came from."""
+
+    model_dir: Path
+    source: str | None = None
+    trial_id: str | None = None
+    test_metrics: dict[str, float] | None = None
+
+
+def resolve_model(*, name: str | None = None, trial: str | None = None, model: str | None = None,
+                  storage_path: str = "runs") -> ResolvedModel:
+    """Resolve ``sftune serve NAME | --trial ID | --model DIR`` to a checkpoint directory.
+
+    ``NAME`` serves the sweep ``<storage_path>/NAME``'s best trial; with ``trial`` it serves that
+    trial instead. ``trial`` alone searches every sweep under ``storage_path``.
+    """
+    if model is not None:
+        if name is not None or trial is not None:
+            raise ResultsError("give either a sweep NAME (and --trial) or --model DIR, not both")
+        return _from_directory(Path(model).expanduser())
+    if "://" in storage_path:
+        raise ResultsError(
+            f"storage {storage_path} is remote; sftune serve reads local results. Export the "
+            "model (`sftune best NAME --export DIR`) and pass --model DIR"
+        )
+    if name is None and trial is None:
+        raise ResultsError("nothing to serve: give a sweep NAME, --trial ID or --model DIR")
+    experiment = _experiment(storage_path, name) if name else _sweep_with_trial(storage_path, trial)
+    return _from_sweep(experiment, trial)
+
+
+def _from_directory(directory: Path) -> ResolvedModel:
+    if not directory.is_dir():
+        raise artifacts.CheckpointError(f"model directory {directory} does not exist")
+    artifacts.verify_safetensors_only(directory)
+    meta = artifacts.read_meta(directory)
+    return ResolvedModel(model_dir=directory.resolve(), source=meta.get("sweep") or str(directory),
+                         trial_id=meta.get("trial_id"))
+
+
+def _experiment(storage_path: str, name: str) -> Path:
+    path = Path(storage_path).expanduser() / name
+    if not path.is_dir():
+        found = ", ".join(p.name for p in list_sweeps(storage_path)) or "none"
+        raise ResultsError(f"no sweep {name!r} under {storage_path} (sweeps there: {found}); "
+                           "set --storage or tune.storage_path")
+    return path
+
+
+def _sweep_with_trial(storage_path: str, trial: str) -> Path:
+    matches = [p for p in list_sweeps(storage_path)
+               if (read_trials(p)["trial_id"] == trial).any()]
+    if len(matches) != 1:
+        where = ", ".join(p.name for p in matches)
+        reason = f"is in several sweeps ({where}); give the sweep NAME" if matches else \
+            f"is in no sweep under {storage_path}"
+        raise ResultsError(f"trial {trial!r} {reason}")
+    return matches[0]
+
+
+def _from_sweep(experiment: Path, trial: str | None) -> ResolvedModel:
+    frame = read_trials(experiment)
+    if trial is None:
+        row = best_trial(frame)
+        if row is None:
+            raise ResultsError(f"no trial of {experiment.name} finished an epoch yet")
+    else:
+        summary = summarize_trials(frame)
+        rows = summary[summary["trial_id"] == trial]
+        if rows.empty:
+            raise ResultsError(f"no trial {trial!r} in sweep {experiment.name} "
+                               f"(trials: {', '.join(summary['trial_id'].astype(str))})")
+        row = rows.iloc[0]
+    return ResolvedModel(model_dir=_checkpoint_of(row, experiment), source=experiment.name,
+                         trial_id=str(row["trial_id"]),
+                         test_metrics=_recorded_test(experiment, str(row["trial_id"])))
+
+
+def _checkpoint_of(row, experiment: Path) -> Path:
+    checkpoint = row["checkpoint"]
+    if not isinstance(checkpoint, str) or not Path(checkpoint).is_dir():
+        raise ResultsError(
+            f"trial {row['trial_id']} of {experiment.name} has no checkpoint left (only the top "
+            "tune.keep_checkpoints trials keep theirs); pick another with --trial"
+        )
+    artifacts.verify_safetensors_only(Path(checkpoint))
+    return Path(checkpoint).resolve()
+
+
+def _recorded_test(experiment: Path, trial_id: str) -> dict[str, float] | None:
+    # `sftune best` records test metrics per trial in sweep.json; never compute them here.
+    try:
+        recorded: dict[str, Any] = (read_sweep_meta(experiment).get("test") or {}).get(trial_id)
+    except ResultsError:
+        return None
+    if not recorded or any(isinstance(v, float) and math.isnan(v) for v in recorded.values()):
+        return None
+    return recorded
