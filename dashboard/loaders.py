@@ -42,6 +42,7 @@ __all__ = [
     "sweep_row",
     "sweep_table",
     "table_csv",
+    "test_metrics",
     "trial_counts",
     "trial_table",
 ]
@@ -195,11 +196,14 @@ def headline(sweep: Sweep, now: float | None = None) -> dict[str, Any]:
     }
 
 
-def sweep_row(experiment_dir: str | Path, now: float | None = None) -> dict[str, Any]:
-    """A Sweeps-page row; an unreadable sweep gets a row that says why, never an exception."""
+def sweep_row(experiment_dir: str | Path, now: float | None = None, *,
+              load=load_sweep) -> dict[str, Any]:
+    """A Sweeps-page row; an unreadable sweep gets a row that says why, never an exception.
+
+    ``load`` reads the sweep (the app passes its cached reader)."""
     path = Path(experiment_dir)
     try:
-        row = headline(load_sweep(path), now)
+        row = headline(load(path), now)
         row["problem"] = ""
     except ResultsError as err:
         row = {"name": path.name, "status": "unreadable", "problem": str(err)}
@@ -226,10 +230,22 @@ def best_card(sweep: Sweep) -> dict[str, Any] | None:
     params = {p: _plain(best[p]) for p in PARAM_COLUMNS if pd.notna(best[p])}
     val = {m: float(best[m]) for m in ("val_accuracy", "val_f1_macro", "val_loss")
            if pd.notna(best[m])}
-    test = sweep.meta.get("test") if isinstance(sweep.meta.get("test"), dict) else {}
+    test = test_metrics(sweep.meta, str(best["trial_id"]))
     return {"trial_id": str(best["trial_id"]), "params": params, "val": val, "test": test,
             "score": float(best["score"]), "best_epoch": int(best["best_epoch"]),
             "epochs": int(best["epochs"]), "status": str(best["status_label"])}
+
+
+def test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float | int]:
+    """The test metrics recorded for ``trial_id`` (``sftune best`` keys them by trial id, since
+    the test split is evaluated once per exported trial); {} when it was never evaluated."""
+    test = meta.get("test")
+    if not isinstance(test, dict):
+        return {}
+    if isinstance(test.get(trial_id), dict):
+        test = test[trial_id]
+    return {k: v for k, v in test.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _plain(value: Any) -> Any:

@@ -116,11 +116,13 @@ def make_synthetic_sweep(
     scored = trials.dropna(subset=["score"])
     best = scored.loc[scored["score"].idxmax()]
     write_sweep_meta(experiment_dir, {
-        "name": experiment_dir.name, "status": status, "metric": "val_accuracy",
+        "name": experiment_dir.name, "status": status, "metric": "val_accuracy", "mode": "max",
+        "label_names": ["rotten", "fresh"],
         "started_at": time.time() - 3600.0,
         "ended_at": None if status == "running" else time.time(),
         "num_samples": n_trials, "config": cfg,
         "best": {"trial_id": best["trial_id"], "score": float(best["score"])},
-        "test": {"test_accuracy": round(float(best["score"]) - 0.01, 4)},
+        "test": {best["trial_id"]: {"test_accuracy": round(float(best["score"]) - 0.01, 4),
+                                    "test_examples": 1281}},
     })
     return experiment_dir

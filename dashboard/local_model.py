@@ -1,0 +1,81 @@
+"""The fallback when no endpoint is up: the sweep's exported best model, run in-process.
+
+An exported model is a plain Hugging Face directory (see :mod:`search.artifacts`), so vanilla
+``transformers.pipeline`` loads it. torch and transformers are imported only when the user asks
+for it, so the rest of the dashboard stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dashboard.client import Prediction
+from search.artifacts import WEIGHTS_FILE, read_meta, verify_safetensors_only
+
+__all__ = ["LocalModel", "find_export", "load_local_model"]
+
+# Keys a sweep may use in sweep.json for the exported best model, newest spelling first.
+_EXPORT_KEYS = ("export_dir", "export", "exported_to", "best_dir")
+
+
+def _candidates(meta: dict[str, Any], experiment_dir: Path, table: pd.DataFrame) -> list[Path]:
+    found = []
+    for key in _EXPORT_KEYS:
+        value = meta.get(key)
+        if isinstance(value, dict):
+            value = value.get("dir") or value.get("path")
+        if isinstance(value, str) and value:
+            found.append(Path(value))
+    best = meta.get("best") if isinstance(meta.get("best"), dict) else {}
+    for key in ("export_dir", "checkpoint"):
+        if isinstance(best.get(key), str):
+            found.append(Path(best[key]))
+    found += [experiment_dir / "export", experiment_dir / "best"]
+    if len(table) and "checkpoint" in table and pd.notna(table["checkpoint"].iloc[0]):
+        found.append(Path(str(table["checkpoint"].iloc[0])))  # best trial's best epoch
+    return found
+
+
+def find_export(meta: dict[str, Any], experiment_dir: str | Path,
+                table: pd.DataFrame | None = None) -> Path | None:
+    """The exported best model of a sweep, else the best trial's checkpoint; None if neither
+    is a directory holding safetensors weights. Relative paths are taken from the sweep dir."""
+    experiment_dir = Path(experiment_dir)
+    table = table if table is not None else pd.DataFrame()
+    for path in _candidates(meta, experiment_dir, table):
+        path = path if path.is_absolute() else experiment_dir / path
+        if (path / WEIGHTS_FILE).is_file():
+            return path
+    return None
+
+
+@dataclass
+class LocalModel:
+    """A loaded pipeline plus what it is (from the checkpoint's ``sftune.json``)."""
+
+    directory: Path
+    meta: dict[str, Any]
+    pipe: Any
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        outputs = self.pipe(list(texts), top_k=None, truncation=True)
+        predictions = []
+        for text, scores in zip(texts, outputs, strict=True):
+            probs = {str(s["label"]): float(s["score"]) for s in scores}
+            label = max(probs, key=probs.get)
+            predictions.append(Prediction(text, label, probs[label], probs))
+        return predictions
+
+
+def load_local_model(directory: str | Path) -> LocalModel:
+    """Load an exported model on CPU; refuses pickle weights (see ``verify_safetensors_only``)."""
+    from transformers import pipeline
+
+    directory = Path(directory)
+    verify_safetensors_only(directory)
+    pipe = pipeline("text-classification", model=str(directory), device="cpu")
+    return LocalModel(directory=directory, meta=read_meta(directory), pipe=pipe)
