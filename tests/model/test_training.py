@@ -110,3 +110,18 @@ def test_same_seed_gives_the_same_trial(tiny_model_dir, reviews_csv, tmp_path):
     assert [h["train_task_loss"] for h in runs[0].history] == [
         h["train_task_loss"] for h in runs[1].history
     ]
+
+
+def test_resume_continues_after_the_checkpointed_epoch(tiny_model_dir, reviews_csv, tmp_path):
+    first = _trainer(tiny_model_dir, reviews_csv, tmp_path / "a", "train.epochs=1").fit()
+    resumed = _trainer(tiny_model_dir, reviews_csv, tmp_path / "b", "train.epochs=3",
+                       "train.patience=5")
+    result = resumed.fit(resume_from=first.checkpoint_dir)
+    assert [m["epoch"] for m in result.history] == [2, 3]
+    assert result.best["score"] >= first.best["score"]
+    # The weights came from the checkpoint: evaluating before training reproduces epoch 1.
+    fresh = _trainer(tiny_model_dir, reviews_csv, tmp_path / "c", "train.epochs=3")
+    fresh._resume(first.checkpoint_dir, type(first)(params=fresh.params))
+    again = fresh.evaluate(fresh.data.validation)
+    assert again["accuracy"] == first.best["val_accuracy"]
+    assert again["loss"] == pytest.approx(first.best["val_loss"], rel=1e-5)

@@ -1,0 +1,92 @@
+"""Sweep directories for the dashboard tests, written with the real results writers."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from search.config import AppConfig
+from search.results import results_dir, write_sweep_meta, write_trials
+
+NAN = math.nan
+PARAMS = {"warmup_ratio": 0.1, "batch_size": 32, "joint_epochs": 1}
+
+
+def _row(trial, status, reason, epoch, acc, *, lr=1e-4, depth=0, alpha=30.0, error=None,
+         loss=0.5):
+    return {"trial_id": trial, "status": status, "stop_reason": reason, "error": error,
+            "epoch": epoch, "stage": "joint" if epoch <= 1 else "task", "alpha": alpha, "lr": lr,
+            "frozen_depth": depth, "weight_decay": 0.01, "dropout": 0.1, **PARAMS,
+            "train_task_loss": loss, "train_lm_loss": 10 * loss, "val_loss": loss + 0.1,
+            "val_accuracy": acc, "val_f1_macro": acc, "score": acc, "tokens_per_s": 1800.0,
+            "train_time_s": 30.0, "wall_time_s": 31.0 * epoch,
+            "checkpoint": None, "timestamp": 1.7e9 + epoch}
+
+
+def tiny_rows() -> pd.DataFrame:
+    """Five trials, one per way a trial ends. ``t_best`` peaks at epoch 2 of 3, so its score is
+    its best epoch (0.84), not its last (0.80)."""
+    rows = [
+        _row("t_best", "TERMINATED", "completed", 1, 0.70, lr=8e-5, loss=0.6),
+        _row("t_best", "TERMINATED", "completed", 2, 0.84, lr=8e-5, loss=0.4),
+        _row("t_best", "TERMINATED", "completed", 3, 0.80, lr=8e-5, loss=0.3),
+        _row("t_patience", "TERMINATED", "early_stopped", 1, 0.75, lr=3e-5, depth=2),
+        _row("t_patience", "TERMINATED", "early_stopped", 2, 0.74, lr=3e-5, depth=2),
+        _row("t_asha", "TERMINATED", "asha_stopped", 1, 0.60, lr=2e-4, depth=4, alpha=200.0),
+        _row("t_diverged", "TERMINATED", "diverged", 1, 0.55, lr=3e-4, alpha=5.0,
+             error="train_task_loss is nan at step 40"),
+        _row("t_diverged", "TERMINATED", "diverged", 2, NAN, lr=3e-4, alpha=5.0, loss=NAN,
+             error="train_task_loss is nan at step 40"),
+        _row("t_error", "ERROR", "error", 0, NAN, depth=6, loss=NAN,
+             error="MemoryError: simulated out of memory in trial\nsecond line"),
+    ]
+    return pd.DataFrame(rows)
+
+
+TINY_TRIALS = ["t_best", "t_patience", "t_asha", "t_diverged", "t_error"]
+
+
+def meta(name: str, *, status: str = "finished", **extra) -> dict:
+    cfg = AppConfig().model_dump(mode="json")
+    return {"name": name, "status": status, "metric": "val_accuracy", "mode": "max",
+            "started_at": time.time() - 600, "ended_at": None if status == "running" else
+            time.time() - 60, "num_samples": 5, "config": cfg,
+            "label_names": ["neg", "pos"], **extra}
+
+
+def write_tiny(storage: Path, name: str = "tiny") -> Path:
+    path = storage / name
+    write_trials(path, tiny_rows())
+    write_sweep_meta(path, meta(name, test={"t_best": {"test_accuracy": 0.81,
+                                                       "test_examples": 40}}))
+    return path
+
+
+def write_running_empty(storage: Path, name: str = "just-started") -> Path:
+    """A sweep that started but has no trial row yet (no trials.parquet at all)."""
+    path = storage / name
+    write_sweep_meta(path, meta(name, status="running"))
+    return path
+
+
+def write_running(storage: Path, name: str = "live") -> Path:
+    """A running sweep: one trial finished, one in its second epoch."""
+    path = storage / name
+    rows = tiny_rows()
+    rows = rows[rows["trial_id"].isin(["t_best", "t_patience"])].copy()
+    rows.loc[rows["trial_id"] == "t_patience", ["status", "stop_reason"]] = ["RUNNING", "running"]
+    write_trials(path, rows)
+    write_sweep_meta(path, meta(name, status="running"))
+    return path
+
+
+def write_corrupt(storage: Path, name: str = "broken") -> Path:
+    """A sweep whose trials.parquet was cut off halfway (a copy interrupted, a full disk)."""
+    path = write_tiny(storage, name)
+    target = results_dir(path) / "trials.parquet"
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return path
