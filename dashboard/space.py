@@ -26,6 +26,8 @@ def search_space(meta: dict[str, Any]) -> dict[str, Dimension]:
     """
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     raw = config.get("space") if isinstance(config.get("space"), dict) else {}
+    if not raw:  # unknown, not the defaults: claiming the default space would mislabel axes
+        return {}
     try:
         return SpaceConfig.model_validate(raw).searched()
     except ValidationError:
