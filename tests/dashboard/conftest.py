@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
+from dashboard.launch import APP_PATH
 from dashboard.synthetic import make_synthetic_sweep
 from tests.dashboard import builders
 from tests.dashboard.fake_serve import FakeEndpoint
@@ -46,3 +48,24 @@ def locked_endpoint():
     fake = FakeEndpoint(api_key="s3cret")
     with fake:
         yield fake
+
+
+@pytest.fixture()
+def open_app(monkeypatch):
+    """``open_app(storage, page=..., sweep=..., serve_url=...)``: a run app, checked clean."""
+
+    def run(storage: Path, *, page: str = "sweeps", sweep: str | None = None,
+            serve_url: str = "http://127.0.0.1:9", **env: str) -> AppTest:
+        monkeypatch.setenv("SFTUNE_DASHBOARD_STORAGE", str(storage))
+        monkeypatch.setenv("SFTUNE_DASHBOARD_SERVE_URL", serve_url)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+        at.query_params["page"] = page
+        if sweep:
+            at.query_params["sweep"] = sweep
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return run

@@ -1,0 +1,108 @@
+"""The Streamlit app driven by AppTest: every page, the trial table, the empty and error states,
+and the query box against a fake endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.dashboard import builders
+
+PAGES = {"sweeps": "Sweeps", "overview": "Sweep tiny", "hyperparameters": "Hyperparameters of tiny",
+         "curves": "Learning curves of tiny", "try": "Try the model"}
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_each_page_renders_without_exception_or_error(open_app, storage, page, endpoint):
+    at = open_app(storage, page=page, serve_url=endpoint.url)
+    assert at.title[0].value == PAGES[page]
+    assert not at.error, _texts(at.error)
+    if page in ("hyperparameters", "curves"):
+        assert at.get("plotly_chart"), "the page draws its figure"
+
+
+def test_trial_table_has_one_row_per_trial_and_filters(open_app, storage):
+    at = open_app(storage, page="overview")
+    table = at.dataframe[0].value
+    assert list(table["trial_id"]) == builders.TINY_TRIALS
+    assert [m.value for m in at.metric][:5] == ["5 of 5 planned", "1", "0", "2", "2"]
+    assert "Best trial: t_best" in _texts(at.subheader)
+    at.multiselect(key="outcome_filter").set_value(["error", "diverged"]).run()
+    assert list(at.dataframe[0].value["trial_id"]) == ["t_diverged", "t_error"]
+    at.text_input(key="trial_search").input("memoryerror").run()
+    assert list(at.dataframe[0].value["trial_id"]) == ["t_error"]
+    assert "Showing 1 of 5 trials" in _texts(at.caption)
+
+
+def test_sweeps_page_lists_every_sweep_flags_the_corrupt_one_and_compares(open_app, storage):
+    at = open_app(storage)
+    listing = at.dataframe[0].value
+    assert set(listing["name"]) == {"tiny", "live", "just-started", "broken"}
+    assert "Sweep **broken** cannot be read" in _texts(at.warning)
+    at.selectbox(key="compare_a").set_value("tiny")
+    at.selectbox(key="compare_b").set_value("live").run()
+    compared = at.dataframe[1].value
+    assert list(compared.columns) == ["tiny", "live"]
+    assert compared.loc["running", "live"] == "1"
+
+
+def test_no_sweeps_yet_says_so(open_app, tmp_path):
+    for page in ("sweeps", "overview", "hyperparameters"):
+        at = open_app(tmp_path, page=page)
+        assert "No sweeps yet under" in _texts(at.info)
+
+
+def test_running_sweep_without_results_says_so_and_refreshes(open_app, storage):
+    at = open_app(storage, page="overview", sweep="just-started")
+    assert "is running; no trial has reported an epoch yet" in _texts(at.info)
+    assert "Live: re-reading every 5 s" in _texts(at.sidebar.caption)
+    at.sidebar.toggle(key="live").set_value(False).run()
+    assert "Live refresh is off" in _texts(at.sidebar.caption)
+
+
+def test_finished_sweep_is_not_refreshed(open_app, storage):
+    at = open_app(storage, page="curves", sweep="tiny")
+    assert "Nothing running to follow" in _texts(at.sidebar.caption)
+
+
+def test_corrupt_results_are_an_error_message_not_a_traceback(open_app, storage):
+    for page in ("overview", "hyperparameters", "curves"):
+        at = open_app(storage, page=page, sweep="broken")
+        assert "cannot be read" in _texts(at.error) and "corrupt or partial" in _texts(at.error)
+
+
+def test_query_box_shows_the_label_probabilities_and_the_trial(open_app, storage, endpoint):
+    at = open_app(storage, page="try", serve_url=endpoint.url)
+    assert "trial **trial_fake_7**" in _texts(at.success)
+    at.text_input(key="query_text").input("a great film").run()
+    at.button(key="predict_one").click().run()
+    assert not at.error, _texts(at.error)
+    assert at.metric[0].value == "pos" and "trial_fake_7" in at.metric[0].label
+    assert at.get("plotly_chart"), "probabilities are drawn"
+    at.text_area(key="query_batch").input("dull\nso much fun\n\nboring plot").run()
+    at.button(key="predict_batch").click().run()
+    answers = at.dataframe[0].value
+    assert list(answers["text"]) == ["dull", "so much fun", "boring plot"]
+    assert list(answers["label"]) == ["neg", "pos", "neg"]
+    assert {"p(neg)", "p(pos)"} <= set(answers.columns)
+
+
+def test_endpoint_down_says_so_and_offers_no_model_when_none_is_exported(open_app, storage):
+    at = open_app(storage, page="try", sweep="tiny")
+    assert "No model endpoint is up" in _texts(at.warning)
+    assert "No exported model to load either" in _texts(at.info)
+    assert "query_text" not in [w.key for w in at.text_input]  # nothing to ask
+
+
+def test_endpoint_that_needs_a_key_asks_for_one(open_app, storage, locked_endpoint):
+    at = open_app(storage, page="try", serve_url=locked_endpoint.url)
+    assert "needs an API key" in _texts(at.error) and "no `--api-key-env`" in _texts(at.error)
+    at.text_input(key="pasted_api_key").input("s3cret").run()
+    assert "trial **trial_fake_7**" in _texts(at.success)
+    at = open_app(storage, page="try", serve_url=locked_endpoint.url,
+                  SFTUNE_DASHBOARD_API_KEY_ENV="TEST_SERVE_KEY", TEST_SERVE_KEY="s3cret")
+    assert not at.error and "trial **trial_fake_7**" in _texts(at.success)
+    assert ("GET", "/model", None) in locked_endpoint.requests
