@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.launch import APP_PATH
 from dashboard.synthetic import make_synthetic_sweep
+from tests.conftest import tiny_config
 from tests.dashboard import builders
 from tests.dashboard.fake_serve import FakeEndpoint
 
@@ -34,6 +35,34 @@ def storage(tmp_path_factory) -> Path:
     builders.write_running(root)
     builders.write_tiny(root)  # written last: newest first, so the app selects it by default
     return root
+
+
+@pytest.fixture(scope="session")
+def real_sweep(tmp_path_factory, tiny_model_dir, reviews_csv) -> Path:
+    """A real sweep on a local Ray: the tiny model, 3 trials of up to 2 epochs, best exported.
+
+    Session-scoped, because it costs most of a minute on 2 cores; Ray is shut down as soon as the
+    sweep ends, since the dashboard only reads the files it leaves.
+    """
+    import ray
+
+    from search.best import export_best
+    from search.sweep import run_sweep
+
+    cfg = tiny_config(
+        tiny_model_dir, reviews_csv, f"tune.storage_path={tmp_path_factory.mktemp('runs')}",
+        "tune.num_samples=3", "tune.max_concurrent_trials=2",
+        "space.lr={low: 0.0005, high: 0.005, log: true}", "space.frozen_depth={low: 0, high: 2}",
+        "space.dropout={low: 0.0, high: 0.1}",
+    )
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
+             log_to_driver=False)
+    try:
+        path = run_sweep(cfg, name="tiny-real")
+    finally:
+        ray.shutdown()
+    export_best(path)
+    return path
 
 
 @pytest.fixture()
