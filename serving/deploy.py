@@ -70,6 +70,7 @@ class ServerState:
     model_dir: str
     started_at: str
     log: str | None = None
+    auth_mode: str | None = None
 
 
 def url_for(cfg: ServeConfig) -> str:
@@ -147,12 +148,21 @@ def _local_cpus(cfg: ServeConfig) -> int:
     return max(os.cpu_count() or 1, int(2 * replicas * cfg.cpus_per_replica + 0.999))
 
 
-def _connect(address: str | None, cfg: ServeConfig) -> bool:
-    """Join ``address`` or start a local Ray; False if this process had already joined one."""
+def _connect(address: str | None, cfg: ServeConfig, auth_mode: str | None = None) -> bool:
+    """Join ``address`` or start a local Ray; False if this process had already joined one.
+
+    ``auth_mode`` is the owner's ``RAY_AUTH_MODE``: Ray enables token auth by itself for a local
+    ``ray.init()`` but never for an explicit address, so a joining driver must be told.
+    """
     import ray
 
     if ray.is_initialized():
         return False
+    if auth_mode and "RAY_AUTH_MODE" not in os.environ:
+        from ray._raylet import Config
+
+        os.environ["RAY_AUTH_MODE"] = auth_mode
+        Config.initialize("")  # Ray caches its config at import; refresh it, as Ray itself does
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
         ray.init(address=address, **quiet)
@@ -190,14 +200,15 @@ def deploy(model: str | Path | ResolvedModel, cfg: ServeConfig, *,
         return _deploy_joined(resolved, cfg, address)
     state = read_state(cfg.port)
     if state is not None:
-        return _deploy_joined(resolved, cfg, state.address)
+        return _deploy_joined(resolved, cfg, state.address, state.auth_mode)
     return start_background(resolved, cfg)
 
 
-def _deploy_joined(model: ResolvedModel, cfg: ServeConfig, address: str | None) -> str:
+def _deploy_joined(model: ResolvedModel, cfg: ServeConfig, address: str | None,
+                   auth_mode: str | None = None) -> str:
     import ray
 
-    joined = _connect(address, cfg)
+    joined = _connect(address, cfg, auth_mode)
     try:
         return _deploy_here(model, cfg)
     finally:
@@ -229,6 +240,7 @@ def serve_forever(model: str | Path | ResolvedModel, cfg: ServeConfig, *,
             pid=os.getpid(), address=ray.get_runtime_context().gcs_address, url=url,
             port=cfg.port, app_name=cfg.app_name, model_dir=str(resolved.model_dir),
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), log=os.environ.get("SFTUNE_LOG"),
+            auth_mode=os.environ.get("RAY_AUTH_MODE"),
         ))
         on_ready(url)
         _wait_for_signal()
