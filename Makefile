@@ -23,7 +23,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/sftune train --config $(CONFIG)
+	$(BIN)/sftune sweep --config $(CONFIG)
 
 train: install
 	$(BIN)/sftune train --config $(CONFIG)

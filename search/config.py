@@ -492,3 +492,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values = _deep_merge(values, parse_overrides(overrides))
         source += " + --set overrides"
     return build_config(values, source)
+
+
+def _describe_default(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.model_dump().items()
+                               if v is not None) + "}"
+    return "null" if value is None else str(value)
+
+
+def config_reference() -> str:
+    """A Markdown table of every config key, its default and meaning (the README embeds it)."""
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for section, field in AppConfig.model_fields.items():
+        model = field.annotation
+        for name, sub in model.model_fields.items():
+            default = sub.get_default(call_default_factory=True)
+            text = (sub.description or "").replace("|", "\\|")
+            lines.append(f"| `{section}.{name}` | `{_describe_default(default)}` | {text} |")
+    return "\n".join(lines)
