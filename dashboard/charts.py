@@ -13,6 +13,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from dashboard.client import Prediction
+from dashboard.loaders import OUTCOME_LABELS
 
 __all__ = [
     "curves_figure",
@@ -32,13 +33,20 @@ _STOPPED_EARLY = {"early_stopped": "early stopped", "asha_stopped": "ASHA-stoppe
                   "diverged": "diverged", "error": "error"}
 
 
+def _log_ticks(lo: float, hi: float) -> np.ndarray:
+    """1-2-5 ticks inside [lo, hi] (log10 units); the ends themselves if fewer than two fit."""
+    decades = np.arange(np.floor(lo), np.ceil(hi) + 1)
+    ticks = np.log10(np.outer(10.0 ** decades, [1, 2, 5]).ravel())
+    inside = ticks[(ticks >= lo - 1e-9) & (ticks <= hi + 1e-9)]
+    return inside if len(inside) >= 2 else np.array([lo, hi])
+
+
 def _log_axis(values: pd.Series, name: str) -> dict:
     """Parcoords has no log axis, so a log-scaled param is drawn as log10 with real-value ticks."""
     logs = np.log10(values.clip(lower=np.finfo(float).tiny))
-    lo, hi = np.floor(logs.min()), np.ceil(logs.max())
-    ticks = np.arange(lo, hi + 1)
+    ticks = _log_ticks(float(logs.min()), float(logs.max()))
     return {"label": f"{name} (log)", "values": logs, "tickvals": ticks,
-            "ticktext": [f"{10 ** t:g}" for t in ticks]}
+            "ticktext": [f"{10 ** t:.3g}" for t in ticks]}
 
 
 def parallel_coordinates(table: pd.DataFrame, params: list[str], log_params: set[str],
@@ -62,13 +70,15 @@ def param_scatter(table: pd.DataFrame, param: str, *, log: bool, metric: str) ->
     figure = go.Figure()
     for outcome, rows in scored.groupby("outcome", sort=True):
         figure.add_trace(go.Scattergl(
-            x=rows[param], y=rows["score"], mode="markers", name=str(outcome),
+            x=rows[param], y=rows["score"], mode="markers",
+            name=OUTCOME_LABELS.get(str(outcome), str(outcome)),
             marker={"size": 6, "opacity": 0.7, "color": _OUTCOME_COLORS.get(str(outcome))},
             text=rows["trial_id"], hovertemplate="%{text}<br>%{x:.4g} → %{y:.4f}<extra></extra>",
         ))
     figure.update_xaxes(title_text=param, type="log" if log else "linear")
     figure.update_yaxes(title_text=metric)
-    figure.update_layout(title=f"{metric} vs {param}", height=320,
+    figure.update_layout(title=f"{metric} vs {param}", height=340,
+                         legend={"orientation": "h", "y": -0.3},
                          margin={"l": 40, "r": 10, "t": 40, "b": 40})
     return figure
 

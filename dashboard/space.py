@@ -13,7 +13,9 @@ from pydantic import ValidationError
 
 from search.config import CORE_DIMENSIONS, INT_DIMENSIONS, Choice, Range, SpaceConfig
 
-__all__ = ["Dimension", "is_integer", "log_scaled", "plot_params", "search_space"]
+__all__ = [
+    "Dimension", "fixed_params", "is_integer", "log_scaled", "plot_params", "search_space",
+]
 
 Dimension = Range | Choice
 
@@ -52,10 +54,18 @@ def log_scaled(space: dict[str, Dimension]) -> set[str]:
 
 
 def plot_params(table: pd.DataFrame, space: dict[str, Dimension]) -> list[str]:
-    """Params to plot: the five core dimensions, plus any other dimension the sweep searched,
-    each only when the table holds a value for it."""
+    """Params to plot: the five core dimensions and any other searched one, each when the
+    table holds it and it varies (or was searched); a constant axis tells nothing."""
     names = list(CORE_DIMENSIONS) + [n for n in space if n not in CORE_DIMENSIONS]
-    return [n for n in names if n in table.columns and table[n].notna().any()]
+    return [n for n in names if n in table.columns and table[n].notna().any()
+            and (n in space or table[n].nunique() > 1)]
+
+
+def fixed_params(table: pd.DataFrame, space: dict[str, Dimension]) -> dict[str, object]:
+    """Core params held at one value in this sweep (the caption names them instead)."""
+    plotted = set(plot_params(table, space))
+    return {n: table[n].dropna().iloc[0] for n in CORE_DIMENSIONS
+            if n in table.columns and n not in plotted and table[n].notna().any()}
 
 
 def is_integer(name: str) -> bool:

@@ -21,6 +21,9 @@ def render(ctx: Context) -> None:
     params, logs = space.plot_params(sweep.table, dims), space.log_scaled(dims)
     if not dims:
         st.caption("The sweep's config holds no search space, so every axis is linear.")
+    fixed = space.fixed_params(sweep.table, dims)
+    if fixed:
+        st.caption("Fixed in this sweep: " + ", ".join(f"{k} = {v:g}" for k, v in fixed.items()))
     st.plotly_chart(charts.parallel_coordinates(sweep.table, params, logs, sweep.metric),
                     key="parallel_coordinates")
     st.caption("Drag along an axis to keep only the trials in that range. Log-scaled params "

@@ -42,7 +42,7 @@ def render(ctx: Context) -> None:
 
 def _headline(sweep: loaders.Sweep, ctx: Context) -> None:
     figures = loaders.headline(sweep)
-    planned = f" of {figures['planned']} planned" if figures.get("planned") else ""
+    planned = f" / {figures['planned']}" if figures.get("planned") else ""
     started = figures["started"].strftime("%Y-%m-%d %H:%M UTC") if figures["started"] else "?"
     live = f"; this page {ctx.refresh_note}" if loaders.is_running(sweep.meta) else ""
     st.caption(f"Status **{figures['status']}**, started {started}, "

@@ -28,7 +28,7 @@ def test_trial_table_has_one_row_per_trial_and_filters(open_app, storage):
     at = open_app(storage, page="overview")
     table = at.dataframe[0].value
     assert list(table["trial_id"]) == builders.TINY_TRIALS
-    assert [m.value for m in at.metric][:5] == ["5 of 5 planned", "1", "0", "2", "2"]
+    assert [m.value for m in at.metric][:5] == ["5 / 5", "1", "0", "2", "2"]
     assert "Best trial: t_best" in _texts(at.subheader)
     at.multiselect(key="outcome_filter").set_value(["error", "diverged"]).run()
     assert list(at.dataframe[0].value["trial_id"]) == ["t_diverged", "t_error"]

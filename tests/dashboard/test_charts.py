@@ -33,8 +33,8 @@ def test_scatter_uses_a_log_x_axis_only_when_asked(tiny):
     log_fig = charts.param_scatter(tiny.table, "lr", log=True, metric="val_accuracy")
     lin_fig = charts.param_scatter(tiny.table, "dropout", log=False, metric="val_accuracy")
     assert log_fig.layout.xaxis.type == "log" and lin_fig.layout.xaxis.type == "linear"
-    assert {t.name for t in log_fig.data} == {"completed", "early_stopped", "asha_stopped",
-                                              "diverged"}
+    assert {t.name for t in log_fig.data} == {"completed", "early stopped (patience)",
+                                              "stopped by ASHA", "diverged"}
     assert sum(len(t.x) for t in log_fig.data) == 4
 
 
@@ -59,3 +59,12 @@ def test_probability_bar_highlights_the_predicted_label():
 def test_importance_bar_puts_the_most_important_on_top():
     bar = charts.importance_bar({"lr": 0.7, "alpha": 0.2, "dropout": 0.1}, "PED-ANOVA").data[0]
     assert list(bar.y)[-1] == "lr"
+
+
+def test_a_log_axis_within_one_decade_still_gets_ticks_inside_the_data(tiny):
+    table = tiny.table.assign(lr=[1.2e-3, 1.3e-3, 1.5e-3, 1.8e-3, 1.1e-3])
+    axis = charts.parallel_coordinates(table, ["lr"], {"lr"}, "val_accuracy").data[0].dimensions[0]
+    lo, hi = min(axis.values), max(axis.values)
+    assert len(axis.tickvals) >= 2 and all(lo - 1e-9 <= t <= hi + 1e-9 for t in axis.tickvals)
+    wide = charts.parallel_coordinates(tiny.table, ["lr"], {"lr"}, "val_accuracy")
+    assert list(wide.data[0].dimensions[0].ticktext) == ["5e-05", "0.0001", "0.0002"]

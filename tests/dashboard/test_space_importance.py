@@ -67,3 +67,10 @@ def test_importance_with_too_few_trials_says_why(tiny_sweep):
     assert result.values == {} and "at least 4 finished trials; 2 so far" in result.note
     empty = importance.param_importance(pd.DataFrame(columns=table.columns), {})
     assert "no searched dimension" in empty.note
+
+
+def test_constant_unsearched_params_are_named_not_plotted(tiny_sweep):
+    table = loaders.load_sweep(tiny_sweep).table.assign(alpha=30.0)
+    dims = space.search_space(_meta("space.alpha=30", "space.weight_decay=0.01"))
+    assert space.plot_params(table, dims) == ["lr", "frozen_depth", "dropout"]
+    assert space.fixed_params(table, dims) == {"alpha": 30.0, "weight_decay": 0.01}
