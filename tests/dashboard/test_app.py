@@ -3,8 +3,11 @@ and the query box against a fake endpoint."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from search.results import results_dir, write_trials
 from tests.dashboard import builders
 
 PAGES = {"sweeps": "Sweeps", "overview": "Sweep tiny", "hyperparameters": "Hyperparameters of tiny",
@@ -106,3 +109,14 @@ def test_endpoint_that_needs_a_key_asks_for_one(open_app, storage, locked_endpoi
                   SFTUNE_DASHBOARD_API_KEY_ENV="TEST_SERVE_KEY", TEST_SERVE_KEY="s3cret")
     assert not at.error and "trial **trial_fake_7**" in _texts(at.success)
     assert ("GET", "/model", None) in locked_endpoint.requests
+
+
+def test_new_results_of_a_running_sweep_show_on_the_next_run(open_app, tmp_path):
+    path = builders.write_running(tmp_path)
+    at = open_app(tmp_path, page="overview", sweep="live")
+    assert list(at.dataframe[0].value["trial_id"]) == ["t_best", "t_patience"]
+    rows = builders.tiny_rows()
+    os.utime(results_dir(path) / "trials.parquet", ns=(1, 1))  # the rewrite gets a new mtime
+    write_trials(path, rows[rows["trial_id"] != "t_error"])
+    at.run()  # what the live refresh does every few seconds
+    assert len(at.dataframe[0].value) == 4 and at.metric[3].value == "2"
