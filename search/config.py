@@ -91,6 +91,11 @@ class ModelConfig(_Section):
     )
 
 
+def _on_off(value: Any) -> Any:
+    # YAML 1.1 reads a bare on/off as a boolean; here the user meant the word.
+    return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class TrainConfig(_Section):
     """Static settings of one trial. The searched values live in :class:`TrialParams`."""
 
@@ -112,7 +117,7 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (None = torch's default)."
     )
-    prefix_cache: Literal["auto", "on", "off"] = Field(
+    prefix_cache: Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)] = Field(
         "auto", description="Reuse frozen-layer activations across epochs (see README)."
     )
     prefix_cache_budget_mb: int = Field(

@@ -66,3 +66,11 @@ def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert yaml.safe_load(path.read_text())  # not an empty file
     cfg.default_params()  # the default point is a valid trial
+
+
+def test_on_off_words_survive_yaml_booleans(tmp_path):
+    assert load_config(None, ["train.prefix_cache=off"]).train.prefix_cache == "off"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  prefix_cache: on\n")
+    assert load_config(path).train.prefix_cache == "on"
+    assert load_config(None, ["space.lr=1e-5"]).default_params().lr == 1e-5  # not a string
