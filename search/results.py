@@ -46,7 +46,7 @@ PARAM_COLUMNS = (
 )
 METRIC_COLUMNS = (
     "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy", "val_f1_macro", "score",
-    "tokens_per_s", "train_time_s", "wall_time_s",
+    "tokens_per_s", "train_time_s", "wall_time_s", "peak_rss_mib", "peak_gpu_mem_mib",
 )
 #: status: Tune's trial status (PENDING, RUNNING, TERMINATED, ERROR).
 #: stop_reason: running | completed | early_stopped | asha_stopped | diverged | error.

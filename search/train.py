@@ -242,7 +242,18 @@ class Trainer:
             "examples_per_s": len(self.data.train) / seconds,
             "lr": self.scheduler.get_last_lr()[0],
             "prefix_cache": self.prefix_cache is not None,
+            **self._peak_memory(),
         }
+
+    def _peak_memory(self) -> dict[str, float]:
+        """Peak RSS of this process and, on CUDA, peak GPU memory allocated, in MiB."""
+        import resource
+
+        gpu = math.nan
+        if self.device.type == "cuda":
+            gpu = torch.cuda.max_memory_allocated(self.device) / 2**20
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return {"peak_rss_mib": rss, "peak_gpu_mem_mib": gpu}
 
     def _progress(self, batches, epoch: int, stage: str):
         if not self.progress:
