@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 CONFIG ?= configs/default.yaml
 BIN := $(VENV)/bin
 
-.PHONY: install run train test lint bench clean
+.PHONY: install run demo train test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ install: $(VENV)/.installed
 
 run: install
 	$(BIN)/sftune sweep --config $(CONFIG)
+
+demo: install
+	$(BIN)/sftune demo
 
 train: install
 	$(BIN)/sftune train --config $(CONFIG)

@@ -139,6 +139,32 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Sweep, export, serve and open the dashboard: the whole product in one command."""
+    import argparse as _argparse
+
+    from dashboard.cli import cmd_dashboard
+    from search.best import export_best
+    from search.sweep import run_sweep
+    from serving.deploy import start_background, stop
+
+    cfg = _config(args)
+    name = args.name or time.strftime("demo-%Y%m%d-%H%M%S")
+    best = export_best(run_sweep(cfg, name=name))
+    print(f"best trial {best['trial_id']}: test accuracy {best['test_accuracy']:.4f}; "
+          f"exported to {best['export_dir']}")
+    url = start_background(best["export_dir"], cfg.serve)
+    print(f"serving:   {url}/predict   (docs: {url}/docs)")
+    board = _argparse.Namespace(
+        config=args.config, overrides=args.overrides, storage=None, serve_url=url, port=None,
+        host=None, api_key_env=None, print_command=False,
+    )
+    try:
+        return cmd_dashboard(board)  # prints its URL and runs until Ctrl-C
+    finally:
+        stop(cfg.serve)
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from search import assets
 
@@ -170,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-export", action="store_true",
                        help="skip the final test evaluation and export of the best trial")
     sweep.set_defaults(func=cmd_sweep)
+
+    demo = sub.add_parser("demo", help="small sweep, then serve the best model and open the "
+                          "dashboard (Ctrl-C stops both)")
+    _add_config_args(demo)
+    demo.add_argument("--name", help="experiment name (default: demo-<time>)")
+    demo.set_defaults(func=cmd_demo, config=Path(__file__).resolve().parents[1] / "configs"
+                      / "demo.yaml")
 
     results = sub.add_parser("results", help="print a sweep's top trials and disk use")
     results.add_argument("name", help="sweep name")
