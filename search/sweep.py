@@ -90,8 +90,21 @@ def fixed_params(cfg: AppConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.default_params().model_dump().items() if k not in searched}
 
 
+def prefix_cache_dir(experiment_dir: str) -> Path:
+    """Where a node's trials share frozen-prefix activations (memory-mapped files).
+
+    Under the experiment dir when it is local; in the node's temp dir when the experiment lives
+    in a bucket (a memory map needs a local file).
+    """
+    if is_remote(experiment_dir):
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "sftune-prefix-cache" / Path(experiment_dir).name
+    return Path(experiment_dir) / "prefix_cache"
+
+
 def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
-              fixed: dict[str, Any], experiment: str) -> None:
+              fixed: dict[str, Any], experiment: str, experiment_dir: str) -> None:
     """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
     from search.train import Trainer
 
@@ -107,6 +120,7 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
         cfg=cfg, params=params, data=data, model_dir=resolve_model_dir(cfg.model.name),
         workdir=workdir, report=report,
         trial_meta={"trial_id": context.get_trial_id(), "sweep": experiment},
+        cache_dir=prefix_cache_dir(experiment_dir),
     )
     restored = tune.get_checkpoint()
     with restored.as_directory() if restored else nullcontext() as resume_dir:
@@ -179,7 +193,8 @@ def _init_ray(cfg: AppConfig, address: str | None) -> None:
 def _build_trainable(cfg: AppConfig, data: PreparedData, name: str,
                      trial_fn: Callable[..., None]):
     trainable = tune.with_parameters(
-        trial_fn, cfg=cfg, data=data, fixed=fixed_params(cfg), experiment=name
+        trial_fn, cfg=cfg, data=data, fixed=fixed_params(cfg), experiment=name,
+        experiment_dir=experiment_path(cfg, name),
     )
     resources = {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
     return tune.with_resources(trainable, resources)

@@ -146,3 +146,16 @@ def test_sweep_name_clash_is_refused(tiny_model_dir, reviews_csv, tmp_path):
     with pytest.raises(SweepError, match="already exists"):
         run_sweep(cfg, name="taken")
     assert (tmp_path / "taken" / "something").read_text() == "x"  # nothing overwritten
+
+
+def test_trials_share_the_frozen_prefix_cache_under_the_experiment(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    # Every trial freezes 1 layer: the first computes the prefix once, the others map it.
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=3",
+               "space.frozen_depth=1", "train.prefix_cache=on")
+    path = run_sweep(cfg, name="cached")
+    arrays = sorted((path / "prefix_cache").glob("*.npy"))
+    assert len(arrays) == 2, "one shared array per split (train, validation) for the one key"
+    summary = summarize_trials(read_trials(path))
+    assert len(summary) == 3 and summary["score"].notna().all()
