@@ -156,6 +156,6 @@ def test_trials_share_the_frozen_prefix_cache_under_the_experiment(
                "space.frozen_depth=1", "train.prefix_cache=on")
     path = run_sweep(cfg, name="cached")
     arrays = sorted((path / "prefix_cache").glob("*.npy"))
-    assert len(arrays) == 2, "one shared array per split (train, validation) for the one key"
+    assert len(arrays) == 1, "one shared activation file for the one (model, data, k) key"
     summary = summarize_trials(read_trials(path))
     assert len(summary) == 3 and summary["score"].notna().all()
