@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install sftune on an offline CUDA machine that already has torch and transformers (e.g. a
+# lent H100 with no network). Wheels and the built-in assets are carried in by hand:
+#   $KEEP/a/*.whl, $KEEP/b/*.whl   wheels for ray[tune,serve], optuna, pydantic, fastapi, ...
+#   $KEEP/b/model/                 MiniLM files, model.safetensors split in st.part.* chunks
+#   $KEEP/c/st.part.*, $KEEP/c/data/*.csv.bz2
+# Everything is installed with --no-deps: the wheel set was resolved on a networked machine.
+set -euo pipefail
+KEEP=${KEEP:-/root/gpukeep}
+python3 -m pip install -q --no-index --no-deps "$KEEP"/a/*.whl "$KEEP"/b/*.whl
+python3 -m pip install -q --no-deps --no-build-isolation -e .
+HOME_DIR=$(python3 -c 'import sys; print(sys.prefix)')/share/sftune
+mkdir -p "$HOME_DIR/models/minilm" "$HOME_DIR/data"
+cp "$KEEP"/b/model/*.* "$HOME_DIR/models/minilm/" 2>/dev/null || true
+cat "$KEEP"/b/model/st.part.* "$KEEP"/c/st.part.* > "$HOME_DIR/models/minilm/model.safetensors"
+rm -f "$HOME_DIR"/models/minilm/st.part.*
+cp "$KEEP"/c/data/* "$HOME_DIR/data/"
+sha256sum "$HOME_DIR/models/minilm/model.safetensors"
+python3 -c "import ray, optuna, pydantic, fastapi, search.sweep, serving; print('ray', ray.__version__)"
