@@ -160,18 +160,23 @@ class PrefixCache:
     """Hidden states after layer k for every train and validation example, found by batch.
 
     :meth:`lookup` answers only for a batch whose token ids it has verified against the split
-    the rows came from; anything else (the test split, an LM batch) gets None and the caller
-    runs the full forward pass. Exactness never rests on a caller passing the right split.
+    the rows came from, under the autocast state the rows were computed in; anything else (the
+    test split, an LM batch, an fp32 call of a bf16 cache) gets None and the caller runs the
+    full forward pass. Exactness never rests on a caller passing the right split.
     """
 
     def __init__(self, *, key: CacheKey, values: np.ndarray, views: list[_SplitView],
-                 first_only: bool, dtype: torch.dtype, device: torch.device, source: str,
-                 seconds: float) -> None:
+                 first_only: bool, dtype: torch.dtype, precision: str, device: torch.device,
+                 source: str, seconds: float) -> None:
         self.key, self.values, self.views = key, values, views
         self.first_only, self.dtype, self.device = first_only, dtype, device
+        self.precision = precision
         self.source = source  # computed | mapped (another trial computed it) | memory
         self.build_seconds = seconds
         self.hits = self.misses = 0
+        # On a GPU the rows live in device memory: gathering there is cheaper than copying a
+        # padded batch over PCIe every step. The host copy (mmap) stays the shared original.
+        self._table = _to_device(values, dtype, device) if device.type == "cuda" else None
 
     @property
     def nbytes(self) -> int:
@@ -184,12 +189,17 @@ class PrefixCache:
             self.misses += 1
             return None
         view, indices, mask = found
-        rows = _from_numpy(self.values[_flat_rows(view.offsets, indices)], self.dtype)
+        rows_index = _flat_rows(view.offsets, indices)
         self.hits += 1
-        return _unpack(rows, mask, self.first_only).to(self.device, non_blocking=True)
+        if self._table is not None:
+            rows = self._table[torch.from_numpy(rows_index).to(self.device)]
+            return _unpack(rows, mask.to(self.device), self.first_only)
+        rows = _from_numpy(self.values[rows_index], self.dtype)
+        return _unpack(rows, mask, self.first_only).to(self.device)
 
     def _locate(self, batch) -> tuple[_SplitView, np.ndarray, torch.Tensor] | None:
-        if "index" not in batch:
+        # Rows computed under bf16 autocast are not what an fp32 caller would compute.
+        if "index" not in batch or _autocast_state(self.device) != self.precision:
             return None
         indices = batch["index"].cpu().numpy()
         mask = batch["attention_mask"].cpu()
@@ -208,6 +218,15 @@ class PrefixCache:
             ):
                 return view, indices, mask
         return None
+
+
+def _to_device(values: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    table = torch.empty(values.shape, dtype=dtype, device=device)
+    step = 1 << 16  # rows per copy: bounded host memory while a memory-mapped file streams in
+    for start in range(0, len(values), step):
+        chunk = np.array(values[start : start + step])  # writable copy for torch.from_numpy
+        table[start : start + step] = _from_numpy(chunk, dtype).to(device)
+    return table
 
 
 def _views(data: PreparedData, first_only: bool) -> list[_SplitView]:
@@ -231,11 +250,19 @@ class _Plan:
     dtype: torch.dtype  # of the hidden states after layer k
     width: int  # hidden size after layer k
     first_only: bool
+    precision: str  # _autocast_state() the prefix ran under
 
 
 # numpy has no bfloat16: such rows are stored as their raw 16 bits and viewed back.
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64,
                  torch.float16: np.float16, torch.bfloat16: np.int16}
+
+
+def _autocast_state(device: torch.device) -> str:
+    """The empty string outside autocast, else e.g. "+autocast-bfloat16" (in the key)."""
+    if not torch.is_autocast_enabled(device.type):
+        return ""
+    return "+autocast-" + str(torch.get_autocast_dtype(device.type)).removeprefix("torch.")
 
 
 def _to_numpy(rows: torch.Tensor) -> np.ndarray:
@@ -285,15 +312,15 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
             f"{gap:.2e}); its head or layer wiring is not the BERT-family layout"
         )
     with autocast():
-        precision = (f"+autocast-{str(torch.get_autocast_dtype(device.type)).split('.')[-1]}"
-                     if torch.is_autocast_enabled(device.type) else "")
+        precision = _autocast_state(device)
     key = CacheKey(
         model=model_fingerprint(model_dir), data=data.fingerprint,
         frozen_depth=model.frozen_depth, max_length=cfg.data.max_length,
         dtype=str(hidden.dtype).split(".")[-1] + precision, device=device.type,
         attention=str(getattr(model.encoder.config, "_attn_implementation", "eager")),
     )
-    plan = _Plan(key=key, dtype=hidden.dtype, width=hidden.shape[-1], first_only=first_only)
+    plan = _Plan(key=key, dtype=hidden.dtype, width=hidden.shape[-1], first_only=first_only,
+                 precision=precision)
     needed = estimate_bytes(model, data, itemsize=hidden.element_size())
     budget = cfg.train.prefix_cache_budget_mb * 2**20
     if needed > budget:
@@ -396,7 +423,7 @@ def _build(model: SFTModel, data: PreparedData, plan: _Plan, *, cfg: AppConfig,
     else:
         values, source = _load_or_build(Path(cache_dir), plan.key, shape, dtype, fill)
     return PrefixCache(key=plan.key, values=values, views=views, first_only=plan.first_only,
-                       dtype=plan.dtype, device=device, source=source,
+                       dtype=plan.dtype, precision=plan.precision, device=device, source=source,
                        seconds=time.perf_counter() - start)
 
 

@@ -43,9 +43,10 @@ def _pair(model_dir, csv, tmp_path, k, *overrides):
 def _val_logits(trainer) -> torch.Tensor:
     trainer.model.eval()
     out = torch.empty(len(trainer.data.validation), len(trainer.data.label_names))
-    with torch.inference_mode():
+    with torch.inference_mode(), trainer._autocast():  # as Trainer.evaluate runs it
         for batch in iter_batches(trainer.data.validation, 7, trainer.data.pad_id, by_length=True):
-            out[batch["index"]] = trainer.task_logits(batch)
+            batch = {k: v.to(trainer.device) for k, v in batch.items()}
+            out[batch["index"].cpu()] = trainer.task_logits(batch).float().cpu()
     return out
 
 
@@ -216,10 +217,15 @@ def test_lookup_answers_only_batches_it_can_verify(deep_model_dir, reviews_csv, 
     trainer = _trainer(deep_model_dir, reviews_csv, tmp_path, "space.frozen_depth=1")
     cache, pad = trainer.prefix_cache, trainer.data.pad_id
     train_batch = next(iter(iter_batches(trainer.data.train, 8, pad)))
-    assert cache.lookup(train_batch) is not None
     test_batch = next(iter(iter_batches(trainer.data.test, 8, pad)))
-    assert cache.lookup(test_batch) is None  # indices fit the train split, ids do not
     tampered = {**train_batch, "input_ids": train_batch["input_ids"].clone()}
     tampered["input_ids"][0, 1] += 1
-    assert cache.lookup(tampered) is None
-    assert cache.lookup({k: v for k, v in train_batch.items() if k != "index"}) is None
+    with trainer._autocast():  # the precision the rows were computed in, as in training
+        assert cache.lookup(train_batch) is not None
+        assert cache.lookup(test_batch) is None  # indices fit the train split, ids do not
+        assert cache.lookup(tampered) is None
+        assert cache.lookup({k: v for k, v in train_batch.items() if k != "index"}) is None
+    # The other precision (bf16 autocast for fp32 rows, and the reverse on a bf16 GPU trainer).
+    flipped = cache.precision == ""
+    with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=flipped):
+        assert cache.lookup(train_batch) is None
