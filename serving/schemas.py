@@ -133,6 +133,8 @@ class Stats(BaseModel):
     max_batch_requests: int = Field(description="Most requests merged into one batch.")
     mean_batch_requests: float
     mean_batch_texts: float
+    peak_rss_mib: float = Field(description="Peak resident memory of the replica, MiB.")
+    gpu_peak_mib: float | None = Field(description="Peak GPU memory allocated, MiB (GPU only).")
 
 
 def _check_text(value: str, where: str, limits: Limits) -> None:

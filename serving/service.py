@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -96,4 +97,14 @@ class ModelService:
         return info
 
     def stats(self) -> dict[str, Any]:
-        return self.batch_stats.snapshot()
+        return {**self.batch_stats.snapshot(), **self._memory()}
+
+    def _memory(self) -> dict[str, float | None]:
+        # Peaks since the replica started: what to size replicas and GPUs by.
+        gpu = None
+        if self.predictor.device.type == "cuda":
+            import torch
+
+            gpu = torch.cuda.max_memory_allocated(self.predictor.device) / 2**20
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        return {"peak_rss_mib": rss, "gpu_peak_mib": gpu}

