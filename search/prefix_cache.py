@@ -243,6 +243,10 @@ def _views(data: PreparedData, first_only: bool) -> list[_SplitView]:
 class _CannotApply(Exception):
     """The cache cannot serve this trial; the message says why (logged or raised by mode)."""
 
+    def __init__(self, reason: str, level: int = logging.INFO) -> None:
+        super().__init__(reason)
+        self.level = level  # WARNING where a user would expect the cache to apply
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -309,7 +313,8 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
     if not gap <= 1e-4:
         raise _CannotApply(
             f"on this model the cached path differs from the full forward pass (max logit gap "
-            f"{gap:.2e}); its head or layer wiring is not the BERT-family layout"
+            f"{gap:.2e}); its head or layer wiring is not the BERT-family layout",
+            logging.WARNING,
         )
     with autocast():
         precision = _autocast_state(device)
@@ -326,7 +331,8 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
     if needed > budget:
         raise _CannotApply(
             f"the cache for key {key.digest()} needs about {needed / 2**20:.1f} MiB, over "
-            f"train.prefix_cache_budget_mb={cfg.train.prefix_cache_budget_mb}"
+            f"train.prefix_cache_budget_mb={cfg.train.prefix_cache_budget_mb}",
+            logging.WARNING,
         )
     return plan
 
@@ -456,7 +462,7 @@ def setup_prefix_cache(
                 f"train.prefix_cache=on, but the frozen-prefix cache cannot apply: {why}. "
                 "Set train.prefix_cache=auto (use it where it applies) or off."
             ) from None
-        logger.info("prefix cache: not used: %s; running the full forward pass", why)
+        logger.log(why.level, "prefix cache: not used: %s; running the full forward pass", why)
         return None
     cache = _build(model, data, plan, cfg=cfg, cache_dir=cache_dir, device=device,
                    autocast=autocast)
