@@ -283,8 +283,10 @@ class ServeConfig(_Section):
         64, ge=1, le=4096, description="Most texts merged into one model batch by @serve.batch."
     )
     batch_wait_timeout_s: float = Field(
-        0.005, ge=0, le=10,
-        description="How long a batch waits for more requests before it runs, in seconds.",
+        0.03, ge=0, le=10,
+        description="Longest a batch waits for more requests, in seconds, while several are in "
+        "flight (a lone request runs at once). 30 ms lets a burst of 32 requests, still being "
+        "parsed, join one batch on 2 cores; 5 ms left batches of 3.",
     )
     max_ongoing_requests: int = Field(
         64, ge=1,

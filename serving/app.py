@@ -74,6 +74,7 @@ class SftuneModel:
         self.limits, self.api_key_sha256 = self.service.limits, api_key_sha256
         self.request_timeout_s = cfg.request_timeout_s
         self._batched.set_max_batch_size(cfg.max_batch_size)
+        self._max_wait_s, self._in_flight = cfg.batch_wait_timeout_s, 0
         self._batched.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self):
@@ -82,10 +83,22 @@ class SftuneModel:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_count_texts)
     async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
+        self._adapt_wait(len(requests))
         return await self.service.run_batch_async(requests)
 
+    def _adapt_wait(self, batch_requests: int) -> None:
+        # Waiting for a batch to fill only pays when other requests are on their way: a lone
+        # client would just wait out the timeout on every request. Under concurrent load the
+        # full wait lets a burst of requests, still being parsed, join one batch.
+        busy = batch_requests > 1 or self._in_flight > batch_requests
+        self._batched.set_batch_wait_timeout_s(self._max_wait_s if busy else 0.0)
+
     async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        return await self._batched(texts)
+        self._in_flight += 1
+        try:
+            return await self._batched(texts)
+        finally:
+            self._in_flight -= 1
 
     def model_info(self) -> dict[str, Any]:
         return self.service.model_info()

@@ -94,6 +94,13 @@ def _state_path(port: int) -> Path:
 
 def _alive(pid: int) -> bool:
     try:
+        # A server this process started stays a zombie after it exits until reaped here, and a
+        # zombie still answers kill(pid, 0).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: init reaps it
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
