@@ -64,6 +64,9 @@ def create_api(service: Service) -> FastAPI:
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:
+    info = service.model_info()  # fixed for the replica's life: one model per replica
+    identity = {"trial_id": info["trial_id"], "model_id": info["model_id"]}
+
     @app.post("/predict", response_model=PredictResponse, responses=_ERRORS,
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": PredictRequest.model_json_schema()}}}})
@@ -76,9 +79,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         except asyncio.TimeoutError:
             raise RequestError(504, "timeout", f"no answer within {service.request_timeout_s} s",
                                "retry later, or send fewer texts per request") from None
-        info = service.model_info()
-        return JSONResponse({"predictions": answers, "trial_id": info["trial_id"],
-                             "model_id": info["model_id"]})
+        return JSONResponse({"predictions": answers, **identity})
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, str]:

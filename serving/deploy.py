@@ -385,17 +385,22 @@ def _delete_app(cfg: ServeConfig, address: str) -> bool:
             ray.shutdown()
 
 
+#: Settings of the Ray cluster or its http_options, not of the app: kept out of the app's args.
+_CLUSTER_KEYS = ("host", "port", "request_timeout_s", "ingress")
+
+
 def emit_config(model: str | Path | ResolvedModel, cfg: ServeConfig, path: Path) -> Path:
     """Write a Serve config YAML (for ``serve deploy`` or ``serve run``) with the host explicit.
 
     The YAML names the key's environment variable, never the key: the builder reads it where
-    the app is built, so the variable must be set there.
+    the app is built, so the variable must be set there. The ingress (HAProxy or Python proxy)
+    is the target cluster's own setting (``RAY_SERVE_ENABLE_HA_PROXY`` where Ray starts).
     """
     import yaml
 
     resolved = _as_resolved(model)
     args = {k: v for k, v in _app_args(resolved, cfg).items()
-            if v is not None and k not in ("host", "port", "request_timeout_s")}
+            if v is not None and k not in _CLUSTER_KEYS}
     config = {
         "proxy_location": "EveryNode",
         "http_options": _http_options(cfg),
