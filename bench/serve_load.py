@@ -375,7 +375,7 @@ def ceiling_in_subprocess(checkpoint: Path, args: argparse.Namespace) -> dict[st
     seconds = "0.5" if args.smoke else "2"
     print("ceiling: pure forward over batch sizes", flush=True)
     runs = {}
-    for policy in ("ACTIVE", "PASSIVE"):
+    for policy in ("ACTIVE", "PASSIVE") if args.device == "cpu" else ("PASSIVE",):
         out = subprocess.run([sys.executable, __file__, "--role", "ceiling", "--checkpoint",
                               str(checkpoint), "--device", args.device, "--duration", seconds],
                              check=True, capture_output=True, text=True,
@@ -429,7 +429,7 @@ def report(device: str, ceiling: dict, systems: list[dict], args: argparse.Names
 
     ratios = ratio_rows(ceiling["ceiling_seq_per_s"], systems)
     section = {
-        "command": "python bench/serve_load.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/serve_load.py", *sys.argv[1:]]),
         "machine": machine(), "ceiling": ceiling, "ratios": ratios,
         "absolute": absolute_rows(systems), "targets": check_targets(device, ratios, systems),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup,
@@ -470,8 +470,24 @@ def markdown(results: dict[str, dict]) -> str:
                   *_md_table(section["ratios"], RATIO_COLUMNS), "",
                   *_md_table(section["absolute"], ABSOLUTE_COLUMNS), "",
                   "Targets: " + ", ".join(f"{k}: {'yes' if v else 'NO'}"
-                                          for k, v in section["targets"].items()), ""]
+                                          for k, v in section["targets"].items()), "",
+                  *_notes(section), ""]
     return "\n".join(lines)
+
+
+def _notes(section: dict) -> list[str]:
+    ceiling = section["ceiling"]
+    policies = {p: round(r["ceiling_seq_per_s"], 1)
+                for p, r in ceiling.get("by_omp_wait_policy", {}).items()}
+    return [
+        f"- 1-minute load average at the end: {section['machine'].get('load_average_1m', 0):.1f}"
+        " (a shared machine: other jobs ran alongside, so absolute figures drift run to run;"
+        " each row's ratios come from one run).",
+        "- The ceiling runs batches in arrival (random) order, padded per batch; sftune sorts the"
+        " texts of each merged batch by length before its forward chunks, which is how it can"
+        " exceed 1.0.",
+        f"- Ceiling by OpenMP wait policy (seq/s): {policies}; both servers run with PASSIVE.",
+    ]
 
 
 def write_results(device: str, section: dict) -> None:
