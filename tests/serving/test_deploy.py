@@ -1,0 +1,56 @@
+"""The server lifecycle's pure parts: state files, liveness, the local Ray's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from search.config import ServeConfig
+from serving import deploy
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTUNE_STATE_DIR", str(tmp_path))
+
+
+def test_state_of_a_dead_owner_is_dropped(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    state = {"pid": child.pid, "address": "127.0.0.1:1", "url": "http://127.0.0.1:9",
+             "port": 9, "app_name": "sftune", "model_dir": "/m", "started_at": "now"}
+    (tmp_path / "serve-9.json").write_text(json.dumps(state))
+    assert deploy.read_state(9) is None
+    assert not (tmp_path / "serve-9.json").exists()
+    assert deploy.stop(ServeConfig(port=9)) is False
+
+
+def test_an_exited_child_server_is_not_alive_though_unreaped():
+    # What a long-lived caller (dashboard, demo, bench) sees after its background server exits:
+    # a zombie, which still answers kill(pid, 0).
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    time.sleep(1.0)
+    assert not deploy._alive(child.pid)
+    assert deploy._alive(os.getpid())
+
+
+def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch):
+    monkeypatch.setattr(deploy, "_haproxy_available", lambda: True)
+    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12))
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
+    assert int(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
+    assert env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "17"
+    assert deploy.local_ray_env(ServeConfig(ingress="proxy")) == {}
+    monkeypatch.setattr(deploy, "_haproxy_available", lambda: False)
+    assert deploy.local_ray_env(ServeConfig()) == {}
+
+
+def test_wildcard_bind_is_reached_over_loopback():
+    assert deploy.url_for(ServeConfig(host="0.0.0.0", port=8123)) == "http://127.0.0.1:8123"
+    assert deploy.url_for(ServeConfig(port=8124)) == "http://127.0.0.1:8124"
