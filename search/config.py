@@ -321,10 +321,11 @@ class ServeConfig(_Section):
         "sftune", description="Serve application name; serving again under it updates in place."
     )
     ingress: Literal["haproxy", "proxy"] = Field(
-        "haproxy", description="HTTP front of a Ray that sftune starts. `haproxy`: Serve's "
-        "HAProxy sends requests straight to replicas (measured ~8x less CPU per request than "
-        "the Python proxy on 2 cores); it also serves read-only HAProxy stats and metrics on two "
-        "free ports of all interfaces. `proxy`: Serve's Python proxy, one port only.",
+        "proxy", description="HTTP front of a Ray that sftune starts. `proxy` (default): Serve's "
+        "Python proxy, one port, bound to `host` only. `haproxy`: Serve's HAProxy sends requests "
+        "straight to replicas (less CPU per request, faster on small machines) but Ray also "
+        "opens read-only HAProxy stats and metrics pages on all interfaces, which Ray cannot "
+        "bind to loopback: opt in only where that is acceptable.",
     )
 
     @model_validator(mode="after")

@@ -41,14 +41,14 @@ def test_an_exited_child_server_is_not_alive_though_unreaped():
 
 def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch):
     monkeypatch.setattr(deploy, "_haproxy_available", lambda: True)
-    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12))
+    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12, ingress="haproxy"))
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert int(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "17"
-    assert deploy.local_ray_env(ServeConfig(ingress="proxy")) == {}
+    assert deploy.local_ray_env(ServeConfig()) == {}  # default: the loopback-only Python proxy
     monkeypatch.setattr(deploy, "_haproxy_available", lambda: False)
-    assert deploy.local_ray_env(ServeConfig()) == {}
+    assert deploy.local_ray_env(ServeConfig(ingress="haproxy")) == {}
 
 
 def test_wildcard_bind_is_reached_over_loopback():

