@@ -1,7 +1,7 @@
-"""A small client for the endpoint, on plain ``requests`` (no Ray, no torch): for the dashboard,
-``sftune demo`` and scripts::
+"""The serving tests' raw HTTP client (plain ``requests``). The product's client for the endpoint
+is :mod:`dashboard.client`; this one returns the JSON as sent, which is what the tests assert on::
 
-    from serving.client import health, model_info, predict
+    from tests.serving.http_client import health, model_info, predict
     health("http://127.0.0.1:8000")                      # True once the model is loaded
     predict("http://127.0.0.1:8000", ["A gem.", "Dull."])  # [{"label", "score", "probabilities"}]
     model_info("http://127.0.0.1:8000")                  # {"trial_id", "params", ...}

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from search.config import ServeConfig
-from serving import client
+from tests.serving import http_client as client
 from tests.serving.conftest import LABELS, TEXTS, free_port
 from tests.serving.test_predictor import pipeline_probabilities
 
