@@ -147,7 +147,9 @@ class Trainer:
         self.model = self._build_model()
         self.tokenizer = load_tokenizer(self.model_dir)
         groups = param_groups(self.model, params.weight_decay)
-        self.optimizer = torch.optim.AdamW(groups, lr=params.lr)
+        # The fused kernel updates all parameters in one pass: at full fine-tuning on 2 CPU cores
+        # the optimizer step is a visible share of each step (HF Trainer also defaults to it).
+        self.optimizer = torch.optim.AdamW(groups, lr=params.lr, fused=True)
         self.steps_per_epoch = math.ceil(len(data.train) / params.batch_size)
         total = self.steps_per_epoch * cfg.train.epochs
         self.scheduler = linear_schedule(self.optimizer, round(total * params.warmup_ratio), total)
