@@ -56,8 +56,9 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     from transformers import AutoModelForSequenceClassification
 
     from search.data import prepare_data
+    from search.device import resolve_device
     from search.model import load_tokenizer, resolve_model_dir
-    from search.train import evaluate_split, resolve_device
+    from search.train import evaluate_split
 
     artifacts.verify_safetensors_only(checkpoint)
     data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))

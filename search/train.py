@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from search import artifacts
 from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
+from search.device import resolve_device
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_of_epoch, task_loss
 from search.prefix_cache import setup_prefix_cache
@@ -32,7 +33,6 @@ __all__ = [
     "Trainer",
     "TrialResult",
     "evaluate_split",
-    "resolve_device",
 ]
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
@@ -52,14 +52,6 @@ class TrialResult:
     stop_reason: str = "completed"  # completed | early_stopped | diverged
     message: str = ""
     checkpoint_dir: Path | None = None
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from search import artifacts
+from search.device import resolve_device
 
 __all__ = ["CPU_FORWARD_BATCH", "Predictor", "default_threads", "model_id"]
 
@@ -53,14 +54,6 @@ def model_id(model_dir: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
-
-
-def _resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("serve.device is 'cuda' but this replica sees no CUDA device")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
 
 
 @dataclass
@@ -118,7 +111,7 @@ class Predictor:
         """
         model_dir = Path(model_dir)
         loaded = _load(model_dir)
-        target = _resolve_device(device)
+        target = resolve_device(device, key="serve.device")
         if target.type == "cpu":
             torch.set_num_threads(num_threads or default_threads())
         dtype = torch.bfloat16 if target.type == "cuda" and bf16 else torch.float32
