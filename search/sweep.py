@@ -50,6 +50,15 @@ def experiment_path(cfg: AppConfig, name: str) -> str:
     return f"{root.rstrip('/')}/{name}" if is_remote(root) else str(Path(root) / name)
 
 
+def results_path(cfg: AppConfig, name: str) -> str:
+    """Where sftune's own results (``sftune/``) go: beside Tune's experiment when it is local;
+    under ``./runs/NAME`` on the driver when Tune writes to a bucket (pandas writes local files).
+    """
+    if is_remote(cfg.tune.storage_path):
+        return str(Path("runs").resolve() / name)
+    return experiment_path(cfg, name)
+
+
 def _model_layers(model_dir: Path) -> int:
     config = json.loads((model_dir / "config.json").read_text())
     return int(config["num_hidden_layers"])
@@ -283,14 +292,14 @@ def run_sweep(
     """
     model_dir = resolve_model_dir(cfg.model.name)
     validate_space(cfg, model_dir)
-    path = experiment_path(cfg, name)
+    tune_path, path = experiment_path(cfg, name), results_path(cfg, name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))  # once per sweep, for every trial
     _init_ray(cfg, address)
     trainable = _build_trainable(cfg, data, name, trial_fn)
     recorder = ResultsRecorder(experiment_dir=path, keep_checkpoints=cfg.tune.keep_checkpoints,
                                fixed=fixed_params(cfg))
     if resume:
-        tuner = _restored_tuner(path, trainable)
+        tuner = _restored_tuner(tune_path, trainable)
     else:
         _start_meta(cfg, path, name, data)
         tuner = _new_tuner(cfg, name, trainable, recorder)
