@@ -141,8 +141,6 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sweep, export, serve and open the dashboard: the whole product in one command."""
-    import argparse as _argparse
-
     from dashboard.cli import cmd_dashboard
     from search.best import export_best
     from search.sweep import run_sweep
@@ -155,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"exported to {best['export_dir']}")
     url = start_background(best["export_dir"], cfg.serve)
     print(f"serving:   {url}/predict   (docs: {url}/docs)")
-    board = _argparse.Namespace(
+    board = argparse.Namespace(
         config=args.config, overrides=args.overrides, storage=None, serve_url=url, port=None,
         host=None, api_key_env=None, print_command=False,
     )
