@@ -85,6 +85,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     name = _sweep_name(args)
+    if args.resume:
+        from search.best import sweep_config
+        from search.sweep import results_path
+
+        # Resume exactly what ran (same data subset, space, budget), whatever --config says now.
+        cfg = sweep_config(Path(results_path(cfg, name)))
     path = run_sweep(cfg, name=name, address=args.address, resume=bool(args.resume))
     _print_results(path, top=5)
     if args.no_export:
