@@ -1,7 +1,7 @@
 """GPU checks: bf16 autocast in the Trainer, a sweep with fractional GPUs per trial, accuracy on
 the full default data. Run on a CUDA machine with sftune and the built-in assets installed:
 
-    python bench/gpu_check.py                     # all checks, ~5 min on one H100
+    python bench/gpu_check.py                     # all checks
     python bench/gpu_check.py --skip-full         # without the full-data 2-epoch run
 
 Writes bench/results/gpu_check.json and prints a table per check.

@@ -5,7 +5,7 @@ Same model (the packaged MiniLM), same training examples, batch 32, max_length 6
 in its own process so its peak RSS is its own. Target: sftune >= 0.95x the hand loop, and faster
 than HF Trainer.
 
-    .venv/bin/python bench/trainer_throughput.py            # ~10 min on 2 CPU cores
+    .venv/bin/python bench/trainer_throughput.py            # about 4 min on 2 quiet CPU cores
     .venv/bin/python bench/trainer_throughput.py --examples 320 --depths 0 6   # quicker
 """
 
