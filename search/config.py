@@ -102,6 +102,10 @@ class TrainConfig(_Section):
     epochs: int = Field(2, ge=1, le=1000, description="Total epochs, joint plus task-only.")
     batch_size: int = Field(32, ge=1, description="Training examples per step.")
     eval_batch_size: int = Field(128, ge=1, description="Examples per validation forward pass.")
+    group_by_length: bool = Field(
+        True, description="Shuffle so each training batch holds texts of similar length "
+        "(windows of 50 batches sorted by length): less padding, same examples per epoch."
+    )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps in linear warm-up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
     patience: int = Field(2, ge=1, description="Epochs without improvement before stopping.")

@@ -24,6 +24,7 @@ __all__ = [
     "EncodedSplit",
     "PreparedData",
     "iter_batches",
+    "length_grouped_order",
     "load_labeled_frame",
     "prepare_data",
     "split_frame",
@@ -289,6 +290,27 @@ def collate(split: EncodedSplit, indices: np.ndarray, pad_id: int) -> dict[str, 
     return out
 
 
+LENGTH_GROUP_BATCHES = 50  # window size, in batches, of length-grouped shuffling
+
+
+def length_grouped_order(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A random order whose batches hold examples of similar length.
+
+    Shuffle, sort each window of ``LENGTH_GROUP_BATCHES`` batches by length, cut it into batches,
+    then shuffle the batches. Every example still appears once per epoch in a random batch, but
+    a batch pads to a length close to its own examples', so less compute goes to padding (the
+    idea of HF's ``LengthGroupedSampler``).
+    """
+    order = rng.permutation(len(lengths))
+    window = batch_size * LENGTH_GROUP_BATCHES
+    windows = np.array_split(order, range(window, len(order), window))
+    grouped = np.concatenate([w[np.argsort(-lengths[w], kind="stable")] for w in windows])
+    batches = np.array_split(grouped, range(batch_size, len(grouped), batch_size))
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
 def iter_batches(
     split: EncodedSplit,
     batch_size: int,
@@ -298,9 +320,16 @@ def iter_batches(
     generator: np.random.Generator | None = None,
     by_length: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches over a split. ``by_length`` sorts for eval so padding stays small."""
-    if shuffle:
-        order = (generator or np.random.default_rng()).permutation(len(split))
+    """Batches over a split.
+
+    ``shuffle`` draws a random order; with ``by_length`` too, batches are length-grouped
+    (:func:`length_grouped_order`). ``by_length`` alone sorts (for eval) so padding stays small.
+    """
+    rng = generator or np.random.default_rng()
+    if shuffle and by_length:
+        order = length_grouped_order(split.lengths, batch_size, rng)
+    elif shuffle:
+        order = rng.permutation(len(split))
     elif by_length:
         order = np.argsort(split.lengths, kind="stable")
     else:

@@ -221,7 +221,7 @@ class Trainer:
         start = time.perf_counter()
         batches = iter_batches(
             self.data.train, self.params.batch_size, self.data.pad_id,
-            shuffle=True, generator=self.rng,
+            shuffle=True, generator=self.rng, by_length=self.cfg.train.group_by_length,
         )
         for batch in self._progress(batches, epoch, stage):
             tokens += int(batch["attention_mask"].sum())

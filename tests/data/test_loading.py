@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from search.config import DataConfig
-from search.data import iter_batches, load_labeled_frame, prepare_data, split_frame
+from search.data import (
+    iter_batches,
+    length_grouped_order,
+    load_labeled_frame,
+    prepare_data,
+    split_frame,
+)
 from search.model import load_tokenizer
 from tests.conftest import make_reviews
 
@@ -84,3 +90,32 @@ def test_unlabeled_corpus_is_tokenized(tmp_path, tiny_model_dir, reviews_csv):
     shuffled = list(iter_batches(data.train, 4, data.pad_id, shuffle=True,
                                  generator=np.random.default_rng(0)))
     assert sum(len(b["index"]) for b in shuffled) == len(data.train)
+
+
+def _padding_share(lengths: np.ndarray, order: np.ndarray, batch_size: int) -> float:
+    batches = [lengths[order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+    padded = sum(len(b) * b.max() for b in batches)
+    return 1 - lengths.sum() / padded
+
+
+def test_length_grouped_order_is_a_random_permutation_with_less_padding():
+    lengths = np.random.default_rng(1).integers(5, 65, size=1000)
+    grouped = length_grouped_order(lengths, 32, np.random.default_rng(0))
+    assert sorted(grouped.tolist()) == list(range(1000))  # every example exactly once
+    again = length_grouped_order(lengths, 32, np.random.default_rng(0))
+    other = length_grouped_order(lengths, 32, np.random.default_rng(1))
+    assert (grouped == again).all() and not (grouped == other).all()  # seeded, yet random
+    shuffled = np.random.default_rng(0).permutation(1000)
+    assert _padding_share(lengths, grouped, 32) < _padding_share(lengths, shuffled, 32) / 3
+    batch_max = [lengths[grouped[s : s + 32]].max() for s in range(0, 1000, 32)]
+    assert batch_max != sorted(batch_max) and batch_max != sorted(batch_max, reverse=True)
+
+
+def test_length_grouped_batches_cover_the_split(tmp_path, tiny_model_dir):
+    path = tmp_path / "d.csv"
+    make_reviews(60).to_csv(path, index=False)
+    data = prepare_data(DataConfig(source=str(path), max_length=16), load_tokenizer(tiny_model_dir))
+    batches = list(iter_batches(data.train, 8, data.pad_id, shuffle=True, by_length=True,
+                                generator=np.random.default_rng(0)))
+    seen = np.concatenate([b["index"].numpy() for b in batches])
+    assert sorted(seen.tolist()) == list(range(len(data.train)))
