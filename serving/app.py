@@ -12,7 +12,8 @@ How it stays fast and safe:
 
 - ``@serve.batch`` merges concurrent requests (up to ``max_batch_size`` texts, waiting at most
   ``batch_wait_timeout_s``), and ``max_ongoing_requests`` (>= the batch size, checked by the
-  config) lets enough requests reach the replica for batches to fill.
+  config) lets enough requests reach the replica for batches to fill. Serve batches formed while
+  the model is busy are merged again into its next forward (:mod:`serving.coalesce`).
 - ``max_surge_percent=100``: a new model's replicas start before the old ones stop, so
   redeploying under the same app name swaps models with no failed request.
 - The API key never enters Serve's config: the builder hashes it (see :mod:`serving.auth`).
@@ -23,6 +24,7 @@ This module imports Ray Serve; only :mod:`serving.app` and :mod:`serving.deploy`
 # No `from __future__ import annotations`: Serve reads build_app's annotation as a class to
 # validate `key=value` arguments into AppArgs, and a string annotation would skip that.
 
+import logging
 import os
 from typing import Any
 
@@ -38,6 +40,19 @@ from serving.service import ModelService
 __all__ = ["DEPLOYMENT_NAME", "AppArgs", "SftuneModel", "build_app", "deployment_options"]
 
 DEPLOYMENT_NAME = "SftuneModel"
+#: Serve batches that may be formed while the model is busy. They wait in the
+#: :class:`~serving.coalesce.Coalescer`, which merges all of them into the next forward; with
+#: Serve's default of 1 they would instead queue one by one as small separate forwards.
+SERVE_BATCHES_IN_FLIGHT = 8
+
+
+class _MergedDownstream(logging.Filter):
+    """Drops Serve's warning that max_batch_size x max_concurrent_batches exceeds
+    max_ongoing_requests: it assumes concurrent batches run separately, but ours merge, so a
+    forward does reach max_batch_size (the config checks max_ongoing_requests >= it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "max_concurrent_batches" not in record.getMessage()
 
 
 class AppArgs(ServeConfig):
@@ -61,6 +76,7 @@ class SftuneModel:
     def __init__(self, *, model_dir: str, settings: dict[str, Any], source: str | None,
                  api_key_sha256: str | None, test_metrics: dict[str, float] | None) -> None:
         cfg = ServeConfig.model_validate(settings)
+        logging.getLogger("ray.serve").addFilter(_MergedDownstream())
         replicas = cfg.min_replicas if cfg.autoscaling else cfg.replicas
         predictor = Predictor.load(
             model_dir, device=cfg.device, bf16=cfg.bf16,
@@ -70,7 +86,8 @@ class SftuneModel:
         self.service = ModelService(predictor, limits=Limits.from_config(cfg), source=source,
                                     api_key_sha256=api_key_sha256,
                                     request_timeout_s=cfg.request_timeout_s,
-                                    test_metrics=test_metrics)
+                                    test_metrics=test_metrics,
+                                    max_batch_texts=cfg.max_batch_size)
         self.limits, self.api_key_sha256 = self.service.limits, api_key_sha256
         self.request_timeout_s = cfg.request_timeout_s
         self._batched.set_max_batch_size(cfg.max_batch_size)
@@ -81,7 +98,8 @@ class SftuneModel:
         # Built here, after __init__, so the app closes over this replica's limits and key.
         return create_api(self)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_count_texts)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=_count_texts,
+                 max_concurrent_batches=SERVE_BATCHES_IN_FLIGHT)
     async def _batched(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
         self._adapt_wait(len(requests))
         return await self.service.run_batch_async(requests)

@@ -9,14 +9,13 @@ Both paths run the model on one dedicated thread so the event loop keeps accepti
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from serving.coalesce import Coalescer
 from serving.predictor import Predictor
 from serving.schemas import Limits
 
@@ -57,7 +56,8 @@ class ModelService:
 
     def __init__(self, predictor: Predictor, *, limits: Limits, source: str | None = None,
                  api_key_sha256: str | None = None, request_timeout_s: float = 30.0,
-                 test_metrics: dict[str, float] | None = None) -> None:
+                 test_metrics: dict[str, float] | None = None,
+                 max_batch_texts: int = 64) -> None:
         self.predictor = predictor
         self.test_metrics = test_metrics
         self.limits = limits
@@ -65,9 +65,7 @@ class ModelService:
         self.api_key_sha256 = api_key_sha256
         self.request_timeout_s = request_timeout_s
         self.batch_stats = BatchStats()
-        # One thread: torch already uses every core it was given; two forwards at once would
-        # only fight over them.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sftune-infer")
+        self._coalescer = Coalescer(self.run_batch, max_texts=max_batch_texts)
 
     def run_batch(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
         """Predict a merged batch (one list of texts per request) and split the answers back."""
@@ -81,8 +79,8 @@ class ModelService:
         return out
 
     async def run_batch_async(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.run_batch, requests)
+        """:meth:`run_batch` on the inference thread, merged with batches queued behind it."""
+        return await self._coalescer.submit(requests)
 
     async def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         """One request on its own (no merging); the Serve deployment overrides this."""
