@@ -329,7 +329,8 @@ class ServeConfig(_Section):
         "Python proxy, one port, bound to `host` only. `haproxy`: Serve's HAProxy sends requests "
         "straight to replicas (less CPU per request, faster on small machines) but Ray also "
         "opens read-only HAProxy stats and metrics pages on all interfaces, which Ray cannot "
-        "bind to loopback: opt in only where that is acceptable.",
+        "bind to loopback: opt in only where that is acceptable. (sftune moves HAProxy's "
+        "world-writable admin socket out of the shared /tmp/haproxy-serve into a 0700 dir.)",
     )
 
     @model_validator(mode="after")

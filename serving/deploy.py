@@ -181,12 +181,31 @@ def local_ray_env(cfg: ServeConfig) -> dict[str, str]:
         return {}
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        **_private_haproxy_paths(),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
         # HAProxy and the replicas share this machine, so its config update lands in well under
         # a second; Serve's default drain of 30 s would only slow every swap and stop.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),
         "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(int(cfg.request_timeout_s) + 5),
+    }
+
+
+def _private_haproxy_paths() -> dict[str, str]:
+    """HAProxy's files in a fresh directory only this user can enter.
+
+    Ray's default is the shared ``/tmp/haproxy-serve``, where HAProxy's admin socket is created
+    with mode 666 at admin level: any local user could reconfigure the server. A 0700 directory
+    (``mkdtemp``'s mode) shuts them out. It is short, too: the socket path gains the 56-character
+    node id, and Unix socket paths stop at 107 bytes.
+    """
+    base = tempfile.mkdtemp(prefix="sftune-haproxy-")
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(base, "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state"),
     }
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,13 @@ def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch):
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert int(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
     assert env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "17"
+    # HAProxy's admin socket is mode 666: its directory must keep other users out
+    socket_dir = Path(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
+    assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
+    assert not env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith("/tmp/haproxy-serve")
+    for key in ("CONFIG_FILE_LOC", "METRICS_SOCKET_PATH", "SERVER_STATE_FILE"):
+        assert Path(env[f"RAY_SERVE_HAPROXY_{key}"]).parent == socket_dir
+    assert len(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]) + 57 < 108  # + "/<node id>"; sun_path cap
     assert deploy.local_ray_env(ServeConfig()) == {}  # default: the loopback-only Python proxy
     monkeypatch.setattr(deploy, "_haproxy_available", lambda: False)
     assert deploy.local_ray_env(ServeConfig(ingress="haproxy")) == {}
