@@ -462,7 +462,9 @@ def markdown(results: dict[str, dict]) -> str:
     for device, section in results.items():
         info = section["machine"]
         ceiling = section["ceiling"]
-        lines += [f"## {device.upper()}: {info.get('gpu') or info['processor']}, "
+        name, _, overrides = device.partition(" ")
+        lines += [f"## {name.upper()}{' ' + overrides if overrides else ''}: "
+                  f"{info.get('gpu') or info['processor']}, "
                   f"{info['cpu_cores']} cores, {info['date']}", "",
                   f"Command: `{section['command']}`", "",
                   f"Ceiling: {ceiling['ceiling_seq_per_s']:.1f} seq/s at batch "
@@ -490,10 +492,15 @@ def _notes(section: dict) -> list[str]:
     ]
 
 
-def write_results(device: str, section: dict) -> None:
-    """Replace this device's section of the JSON (other devices' runs stay) and the markdown."""
+def section_key(args: argparse.Namespace) -> str:
+    """One JSON section per device and set of serve overrides (e.g. the HAProxy ingress)."""
+    return " ".join([args.device, *sorted(args.overrides)])
+
+
+def write_results(key: str, section: dict) -> None:
+    """Replace this key's section of the JSON (other runs' sections stay) and the markdown."""
     results = json.loads(RESULT_JSON.read_text()) if RESULT_JSON.is_file() else {}
-    results[device] = section
+    results[key] = section
     RESULT_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULT_JSON.write_text(json.dumps(results, indent=2, default=str))
     RESULT_JSON.with_suffix(".md").write_text(markdown(results))
@@ -517,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         systems.append(bench_naive(checkpoint, texts, args))
     section = report(args.device, ceiling, systems, args)
     if not args.no_write:
-        write_results(args.device, section)
+        write_results(section_key(args), section)
     return 0
 
 

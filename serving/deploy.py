@@ -196,10 +196,10 @@ def _private_haproxy_paths() -> dict[str, str]:
 
     Ray's default is the shared ``/tmp/haproxy-serve``, where HAProxy's admin socket is created
     with mode 666 at admin level: any local user could reconfigure the server. A 0700 directory
-    (``mkdtemp``'s mode) shuts them out. It is short, too: the socket path gains the 56-character
-    node id, and Unix socket paths stop at 107 bytes.
+    (``mkdtemp``'s mode) shuts them out. Its path is short on purpose (``/tmp/sfh-XXXXXXXX``):
+    Ray adds the 56-character node id to it, and HAProxy refuses a socket path over 96 bytes.
     """
-    base = tempfile.mkdtemp(prefix="sftune-haproxy-")
+    base = tempfile.mkdtemp(prefix="sfh-", dir="/tmp" if os.path.isdir("/tmp") else None)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
