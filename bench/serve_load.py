@@ -483,8 +483,8 @@ def _notes(section: dict) -> list[str]:
                 for p, r in ceiling.get("by_omp_wait_policy", {}).items()}
     return [
         f"- 1-minute load average at the end: {section['machine'].get('load_average_1m', 0):.1f}"
-        " (a shared machine: other jobs ran alongside, so absolute figures drift run to run;"
-        " each row's ratios come from one run).",
+        " (this 2-core host's speed drifts by up to ~30% between minutes, so absolute figures"
+        " drift run to run; each row's ratios come from one run).",
         "- The ceiling runs batches in arrival (random) order, padded per batch; sftune sorts the"
         " texts of each merged batch by length before its forward chunks, which is how it can"
         " exceed 1.0.",

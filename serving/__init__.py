@@ -6,11 +6,11 @@ Modules, one job each (only ``app`` and ``deploy`` import Ray):
 - ``auth``: bearer-key checks in constant time;
 - ``predictor``: load a checkpoint (safetensors only) and classify texts;
 - ``service``: a replica's state between HTTP and the model (batches, stats, ``/model``);
+- ``coalesce``: merges batches that queued behind a busy forward into the next one;
 - ``api``: the FastAPI app (``/predict``, ``/healthz``, ``/model``, ``/stats``, ``/docs``);
 - ``app``: the Serve deployment and ``build_app`` for ``serve run serving.app:build_app``;
 - ``resolve``: sweep NAME / trial / directory to a checkpoint;
 - ``deploy``: start, update in place, stop; ``daemon``: the ``--detach`` background owner;
-- ``client``: ``predict``, ``model_info``, ``health`` over plain ``requests``;
 - ``cli``: ``sftune serve``.
 """
 

@@ -2,9 +2,10 @@
 
 :class:`ModelService` wraps a :class:`~serving.predictor.Predictor` with the things the HTTP layer
 needs (limits, key hash, ``/model`` and ``/stats`` bodies). Its :meth:`ModelService.predict`
-runs each request on its own; the Serve deployment (:mod:`serving.app`) replaces that with a
-``@serve.batch`` method that merges concurrent requests and calls :meth:`ModelService.run_batch`.
-Both paths run the model on one dedicated thread so the event loop keeps accepting requests.
+sends each request on its own; the Serve deployment (:mod:`serving.app`) replaces that with a
+``@serve.batch`` method that merges concurrent requests. Both go through
+:meth:`ModelService.run_batch_async`: the model runs on one dedicated thread, so the event loop
+keeps accepting requests, and batches that wait for it are merged (:mod:`serving.coalesce`).
 """
 
 from __future__ import annotations
