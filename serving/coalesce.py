@@ -45,13 +45,13 @@ class Coalescer:
 
     def _take(self) -> list[tuple[Requests, asyncio.Future]]:
         """The oldest queued batches that fit in ``max_texts`` (always at least one)."""
-        taken, texts = [], 0
+        taken, count = [], 0
         while self._pending:
-            size = sum(len(texts_) for texts_ in self._pending[0][0])
-            if taken and texts + size > self.max_texts:
+            size = sum(len(texts) for texts in self._pending[0][0])
+            if taken and count + size > self.max_texts:
                 break
             taken.append(self._pending.popleft())
-            texts += size
+            count += size
         return [(requests, future) for requests, future in taken if not future.cancelled()]
 
     async def _drain(self) -> None:
