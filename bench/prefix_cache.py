@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search.config import AppConfig, load_config  # noqa: E402
-from search.data import PreparedData, prepare_data  # noqa: E402
+from search.data import PreparedData, length_grouped_order, prepare_data  # noqa: E402
 from search.model import load_tokenizer, resolve_model_dir  # noqa: E402
 from search.train import Trainer  # noqa: E402
 
@@ -208,8 +208,14 @@ def _trial_flops(data: PreparedData, model_cfg, cfg: AppConfig,
     h, inter, n = model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.num_hidden_layers
     tr_len, va_len = data.train.lengths, data.validation.lengths
     rng = np.random.default_rng(cfg.train.seed)  # the Trainer's shuffling, replayed
-    train = [_layer_flops(_batch_shapes(tr_len, rng.permutation(len(tr_len)), params.batch_size),
-                          h, inter) for _ in range(epochs)]
+
+    def shuffled() -> np.ndarray:
+        if cfg.train.group_by_length:
+            return length_grouped_order(tr_len, params.batch_size, rng)
+        return rng.permutation(len(tr_len))
+
+    train = [_layer_flops(_batch_shapes(tr_len, shuffled(), params.batch_size), h, inter)
+             for _ in range(epochs)]
     eval_batch = cfg.train.eval_batch_size
     sort = lambda lens: np.argsort(lens, kind="stable")  # noqa: E731
     val = _layer_flops(_batch_shapes(va_len, sort(va_len), eval_batch), h, inter)

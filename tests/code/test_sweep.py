@@ -101,7 +101,11 @@ def _faulty_trial(config, **kwargs):
             loss = torch.tensor(float("nan"), requires_grad=True)
             return loss, loss, None
 
-        train.Trainer.compute_loss = nan_loss
+        original, train.Trainer.compute_loss = train.Trainer.compute_loss, nan_loss
+        try:  # workers are reused across trials: the next trial must get the real loss back
+            return run_trial(config, **kwargs)
+        finally:
+            train.Trainer.compute_loss = original
     return run_trial(config, **kwargs)
 
 
