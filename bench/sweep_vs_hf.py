@@ -15,7 +15,7 @@ time (`wall_s`); `search_s` is the search alone. sftune's wall time includes `ex
 Each system runs in its own spawned process: its driver's peak RSS is its own, and a sampler
 thread records the summed RSS of the whole process tree (driver, Ray, trials).
 
-    # full run (~25-35 min on 2 quiet cores): 8 trials, 1000 train examples, 2 epochs
+    # full run (about 16 min on 2 quiet cores): 8 trials, 1000 train examples, 2 epochs
     .venv/bin/python bench/sweep_vs_hf.py
     # smoke run (~3-5 min): proves it end to end, figures mean nothing
     .venv/bin/python bench/sweep_vs_hf.py --samples 3 --train-examples 96 --eval-examples 64 \
@@ -635,7 +635,7 @@ NOTES = [
     "0.5 s (an upper bound: shared pages count per process).",
 ]
 COMMANDS = [
-    "# full run (~25-35 min on 2 quiet cores)",
+    "# full run (about 16 min on 2 quiet cores)",
     ".venv/bin/python bench/sweep_vs_hf.py",
     "# smoke run (~3-5 min; figures mean nothing): 2 epochs, so ASHA and the pruner act",
     ".venv/bin/python bench/sweep_vs_hf.py --samples 3 --train-examples 96 --eval-examples 64 "
