@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
-
 from serving.coalesce import Coalescer
 
 
@@ -43,20 +41,26 @@ def test_a_lone_batch_runs_at_once_and_answers_in_order():
     assert model.forwards == [[["a", "b"], ["c"]]]
 
 
+async def _queued_behind_busy_forward(coalescer: Coalescer, model: RecordingModel,
+                                      batches: list, cancel: tuple[int, ...] = ()):
+    """Hold a first forward busy, submit ``batches`` meanwhile (cancelling those at ``cancel``),
+    then let the model run. Returns the first answer and a result or exception per batch."""
+    model.release.clear()
+    first = asyncio.create_task(coalescer.submit([["first"]]))
+    await _until_running(model)
+    queued = [asyncio.create_task(coalescer.submit(batch)) for batch in batches]
+    await asyncio.sleep(0.01)  # every batch now waits in the coalescer
+    for index in cancel:
+        queued[index].cancel()
+    model.release.set()
+    return await first, await asyncio.gather(*queued, return_exceptions=True)
+
+
 def test_batches_queued_while_busy_merge_into_one_forward():
     model = RecordingModel()
     coalescer = Coalescer(model, max_texts=64)
-
-    async def scenario():
-        model.release.clear()
-        first = asyncio.create_task(coalescer.submit([["first"]]))
-        await _until_running(model)
-        queued = [asyncio.create_task(coalescer.submit([[f"t{i}"]])) for i in range(5)]
-        await asyncio.sleep(0.01)
-        model.release.set()
-        return await first, await asyncio.gather(*queued)
-
-    first, queued = asyncio.run(scenario())
+    batches = [[[f"t{i}"]] for i in range(5)]
+    first, queued = asyncio.run(_queued_behind_busy_forward(coalescer, model, batches))
     assert first == [["FIRST"]]
     assert queued == [[[f"T{i}"]] for i in range(5)]  # each caller gets its own answers
     assert [len(f) for f in model.forwards] == [1, 5]  # 5 waiting batches, one forward
@@ -65,19 +69,8 @@ def test_batches_queued_while_busy_merge_into_one_forward():
 def test_a_merged_forward_never_exceeds_max_texts():
     model = RecordingModel()
     coalescer = Coalescer(model, max_texts=4)
-
-    async def scenario():
-        model.release.clear()
-        first = asyncio.create_task(coalescer.submit([["x"]]))
-        await _until_running(model)
-        queued = [asyncio.create_task(coalescer.submit([["a", "b", "c"]])) for _ in range(3)]
-        queued.append(asyncio.create_task(coalescer.submit([["d"]])))
-        await asyncio.sleep(0.01)
-        model.release.set()
-        await first
-        return await asyncio.gather(*queued)
-
-    answers = asyncio.run(scenario())
+    batches = [[["a", "b", "c"]]] * 3 + [[["d"]]]
+    _, answers = asyncio.run(_queued_behind_busy_forward(coalescer, model, batches))
     assert answers[-1] == [["D"]]
     sizes = [sum(len(texts) for texts in forward) for forward in model.forwards]
     assert max(sizes) <= 4 and sum(sizes) == 1 + 9 + 1
@@ -86,41 +79,21 @@ def test_a_merged_forward_never_exceeds_max_texts():
 def test_an_error_reaches_every_caller_of_that_forward_and_the_next_one_runs():
     model = RecordingModel()
     coalescer = Coalescer(model, max_texts=64)
-
-    async def scenario():
-        model.release.clear()
-        first = asyncio.create_task(coalescer.submit([["ok"]]))
-        await _until_running(model)
-        doomed = [asyncio.create_task(coalescer.submit([[text]])) for text in ("boom", "fine")]
-        await asyncio.sleep(0.01)
-        model.release.set()
-        results = await asyncio.gather(first, *doomed, return_exceptions=True)
-        return results, await coalescer.submit([["later"]])
-
-    (first, *doomed), after = asyncio.run(scenario())
-    assert first == [["OK"]]
+    batches = [[["boom"]], [["fine"]]]
+    first, doomed = asyncio.run(_queued_behind_busy_forward(coalescer, model, batches))
+    assert first == [["FIRST"]]
     # "fine" shared the forward of "boom", so it gets the same error, with the reason
     assert [str(error) for error in doomed] == ["out of memory", "out of memory"]
+    after = asyncio.run(coalescer.submit([["later"]]))
     assert after == [["LATER"]]  # the coalescer keeps serving after a failed forward
 
 
 def test_a_cancelled_caller_is_skipped_and_others_still_answered():
     model = RecordingModel()
     coalescer = Coalescer(model, max_texts=64)
-
-    async def scenario():
-        model.release.clear()
-        first = asyncio.create_task(coalescer.submit([["first"]]))
-        await _until_running(model)
-        gone = asyncio.create_task(coalescer.submit([["gone"]]))
-        kept = asyncio.create_task(coalescer.submit([["kept"]]))
-        await asyncio.sleep(0.01)
-        gone.cancel()
-        model.release.set()
-        await first
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        return await kept
-
-    assert asyncio.run(scenario()) == [["KEPT"]]
+    batches = [[["gone"]], [["kept"]]]
+    _, (gone, kept) = asyncio.run(
+        _queued_behind_busy_forward(coalescer, model, batches, cancel=(0,)))
+    assert isinstance(gone, asyncio.CancelledError)
+    assert kept == [["KEPT"]]
     assert [["gone"]] not in model.forwards and [["kept"]] in model.forwards
