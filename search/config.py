@@ -289,8 +289,8 @@ class ServeConfig(_Section):
     batch_wait_timeout_s: float = Field(
         0.03, ge=0, le=10,
         description="Longest a batch waits for more requests, in seconds, while several are in "
-        "flight (a lone request runs at once). 30 ms lets a burst of 32 requests, still being "
-        "parsed, join one batch on 2 cores; 5 ms left batches of 3.",
+        "flight (a lone request runs at once). At 32 clients on 2 cores 30 ms served more "
+        "requests/s than 5 ms or 0 ms (see BENCHMARKS.md, serving).",
     )
     max_ongoing_requests: int = Field(
         64, ge=1,
