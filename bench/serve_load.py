@@ -106,14 +106,16 @@ def _load_model(checkpoint: str, device: str):
 
 
 def _forward_rate(model, batches: list[dict], device: str, seconds: float) -> float:
-    """Sequences per second over pre-tokenized batches (after two warm-up batches)."""
+    """Sequences per second over pre-tokenized batches, after a warm-up."""
     import torch
 
     def run(batch):
         model(**{k: v.to(device) for k, v in batch.items()})
 
+    # A GPU's first forward of each shape pays for kernel plans and autotuning
+    # (bench/gpu_shapes.py), which is no part of the model's rate: warm every batch once there.
     with torch.inference_mode():
-        for batch in batches[:2]:
+        for batch in batches if device == "cuda" else batches[:2]:
             run(batch)
         _sync(device)
         done = sequences = 0
@@ -267,8 +269,25 @@ def _client(port: int, texts: list[str], first: int, step: int, stop_at: float,
     conn.close()
 
 
+def replica_stats(url: str, replicas: int = 1, tries: int = 200) -> dict[str, Any]:
+    """``/stats`` summed over every replica: each call is answered by whichever replica gets it."""
+    seen: dict[str, dict] = {}
+    for _ in range(tries):
+        stats = _get_json(f"{url}/stats")
+        seen[stats.get("replica", "only")] = stats
+        if len(seen) >= replicas:
+            break
+    total = {key: sum(s.get(key, 0) for s in seen.values())
+             for key in ("requests", "texts", "batches")}
+    total["replicas"] = len(seen)
+    for key in ("peak_rss_mib", "gpu_peak_mib"):
+        values = [s[key] for s in seen.values() if s.get(key) is not None]
+        total[key] = max(values) if values else None
+    return total
+
+
 def run_load(url: str, texts: list[str], clients: int, warmup: float,
-             duration: float) -> dict[str, Any]:
+             duration: float, replicas: int = 1) -> dict[str, Any]:
     """Closed-loop load; only requests that finish inside the measured window count."""
     port = int(url.rsplit(":", 1)[1])
     record: list = []
@@ -279,9 +298,9 @@ def run_load(url: str, texts: list[str], clients: int, warmup: float,
     for thread in threads:
         thread.start()
     time.sleep(max(0.0, window[0] - time.perf_counter()))
-    before = _get_json(f"{url}/stats")
+    before = replica_stats(url, replicas)
     time.sleep(max(0.0, window[1] - time.perf_counter()))
-    after = _get_json(f"{url}/stats")
+    after = replica_stats(url, replicas)
     for thread in threads:
         thread.join(120)
     return _summarize(record, window, clients, before, after)
@@ -305,10 +324,11 @@ def _summarize(record: list, window: tuple[float, float], clients: int, before: 
     }
 
 
-def _sweep_clients(url: str, texts: list[str], args: argparse.Namespace) -> list[dict]:
+def _sweep_clients(url: str, texts: list[str], args: argparse.Namespace,
+                   replicas: int = 1) -> list[dict]:
     rows = []
     for clients in [int(c) for c in args.clients.split(",")]:
-        row = run_load(url, texts, clients, args.warmup, args.duration)
+        row = run_load(url, texts, clients, args.warmup, args.duration, replicas)
         print(f"  {clients:>3} clients: {row['req_per_s']:.1f} req/s, p99 {row['p99_ms']} ms",
               flush=True)
         rows.append(row)
@@ -336,8 +356,8 @@ def bench_sftune(checkpoint: Path, texts: list[str], args: argparse.Namespace,
     sampler = MemorySampler(deploy.read_state(cfg.port).pid)
     sampler.start()
     try:
-        rows = _sweep_clients(url, texts, args)
-        stats = _get_json(f"{url}/stats")
+        rows = _sweep_clients(url, texts, args, cfg.replica_count())
+        stats = replica_stats(url, cfg.replica_count())
     finally:
         sampler.stop.set()
         deploy.stop(cfg)
@@ -361,7 +381,7 @@ def bench_naive(checkpoint: Path, texts: list[str], args: argparse.Namespace) ->
         _wait_up(url, proc)
         sampler.start()
         rows = _sweep_clients(url, texts, args)
-        stats = _get_json(f"{url}/stats")
+        stats = replica_stats(url)
     finally:
         sampler.stop.set()
         proc.terminate()

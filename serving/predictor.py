@@ -29,11 +29,13 @@ import torch
 from search import artifacts
 from search.device import resolve_device
 
-__all__ = ["CPU_FORWARD_BATCH", "Predictor", "default_threads", "model_id"]
+__all__ = ["CPU_FORWARD_BATCH", "Predictor", "default_threads", "model_id", "padded_shape"]
 
 #: Texts per forward pass on CPU. Measured on 2 cores with MiniLM: batch 8 runs faster per text
 #: than 1 (less per-call overhead) and than 32 (whose padding and cache misses cost more).
 CPU_FORWARD_BATCH = 8
+#: On a GPU every forward's padded width is a multiple of this many tokens (see padded_shape).
+GPU_WIDTH_STEP = 32
 #: Token cap when neither config nor model says otherwise; BERT-family position tables stop here.
 DEFAULT_MAX_TOKENS = 512
 
@@ -54,6 +56,19 @@ def model_id(model_dir: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
+
+
+def padded_shape(texts: int, width: int, max_width: int = DEFAULT_MAX_TOKENS) -> tuple[int, int]:
+    """The (rows, tokens) a GPU forward of ``texts`` texts padded to ``width`` is rounded up to.
+
+    A server sees a new shape with almost every merged batch, and on a GPU a shape's first
+    forward pays for kernel plans and autotuning many times over (bench/gpu_shapes.py). Rows
+    round up to a power of two and tokens to a multiple of 32, so a replica meets at most a
+    hundred-odd shapes and soon has them all; the extra rows and tokens are masked out.
+    """
+    rows = 1 << (texts - 1).bit_length()
+    tokens = -(-width // GPU_WIDTH_STEP) * GPU_WIDTH_STEP
+    return rows, max(width, min(tokens, max_width))
 
 
 @dataclass
@@ -138,16 +153,20 @@ class Predictor:
         return [self._answer(row) for row in probs]
 
     def _forward(self, sequences: list[list[int]]) -> np.ndarray:
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        rows, width = len(sequences), max(len(s) for s in sequences)
+        if self.device.type == "cuda":
+            rows, width = padded_shape(rows, width, self.max_tokens)
+        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width), dtype=torch.long)
+        mask[len(sequences):, 0] = 1  # filler rows attend to one token: no all-masked softmax
         for row, seq in enumerate(sequences):
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
         with torch.inference_mode():
             logits = self.model(input_ids=input_ids.to(self.device),
                                 attention_mask=mask.to(self.device)).logits.float()
-        scores = logits.sigmoid() if self._sigmoid else logits.softmax(-1)
+        scores = logits[: len(sequences)]
+        scores = scores.sigmoid() if self._sigmoid else scores.softmax(-1)
         return scores.cpu().numpy()
 
     def _answer(self, row: np.ndarray) -> dict[str, Any]:
