@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = serve_load._serve_config(load_args)
     url = deploy.start_background(checkpoint, cfg)
     try:
-        serve_load.run_load(url, texts, args.clients, 3.0, 3.0)  # warm-up
+        replicas = cfg.replica_count()
+        serve_load.run_load(url, texts, args.clients, 3.0, 3.0, replicas)  # warm-up
         before, start = cpu_seconds(), time.perf_counter()
-        row = serve_load.run_load(url, texts, args.clients, 0.0, args.seconds)
+        row = serve_load.run_load(url, texts, args.clients, 0.0, args.seconds, replicas)
         after, wall = cpu_seconds(), time.perf_counter() - start
     finally:
         deploy.stop(cfg)

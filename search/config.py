@@ -9,6 +9,7 @@ torch and no ray: it is the ground floor every other module may stand on.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -266,7 +267,12 @@ class ServeConfig(_Section):
 
     host: str = Field("127.0.0.1", description="Bind address; loopback unless told otherwise.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
-    replicas: int = Field(1, ge=1, description="Fixed replica count (when not autoscaling).")
+    replicas: int | None = Field(
+        None, ge=1, description="Fixed replica count when not autoscaling. None: enough to fill "
+        "one GPU (1 / gpus_per_replica) with GPUs; on CPU 2 where the machine has 2+ cores, each "
+        "with half the threads, so one's request handling overlaps the other's forward "
+        "(measured 1.7x the requests/s of 1 replica on 2 cores; BENCHMARKS.md, serving).",
+    )
     cpus_per_replica: float = Field(
         1.0, gt=0, description="Ray CPUs reserved per replica (logical; threads: num_threads)."
     )
@@ -325,13 +331,20 @@ class ServeConfig(_Section):
         "sftune", description="Serve application name; serving again under it updates in place."
     )
     ingress: Literal["haproxy", "proxy"] = Field(
-        "proxy", description="HTTP front of a Ray that sftune starts. `proxy` (default): Serve's "
-        "Python proxy, one port, bound to `host` only. `haproxy`: Serve's HAProxy sends requests "
-        "straight to replicas (less CPU per request, faster on small machines) but Ray also "
-        "opens read-only HAProxy stats and metrics pages on all interfaces, which Ray cannot "
-        "bind to loopback: opt in only where that is acceptable. (sftune moves HAProxy's "
-        "world-writable admin socket out of the shared /tmp/haproxy-serve into a 0700 dir.)",
+        "haproxy", description="HTTP front of a Ray that sftune starts. `haproxy` (default where "
+        "`ray[serve]` installed its binary, i.e. Linux): Serve's HAProxy sends requests straight "
+        "to the replicas' own HTTP servers (about half the CPU per request of `proxy`); sftune "
+        "keeps its stats and metrics pages on 127.0.0.1 and its admin socket in a 0700 dir. "
+        "`proxy`: Serve's Python proxy, the fallback elsewhere.",
     )
+
+    def replica_count(self) -> int:
+        """Replicas when not autoscaling: ``replicas``, or the default its description gives."""
+        if self.replicas is not None:
+            return self.replicas
+        if self.gpus_per_replica > 0:
+            return max(1, math.floor(1 / self.gpus_per_replica))
+        return 2 if (os.cpu_count() or 1) >= 2 else 1
 
     @model_validator(mode="after")
     def _check_batching(self) -> ServeConfig:

@@ -77,7 +77,7 @@ class SftuneModel:
                  api_key_sha256: str | None, test_metrics: dict[str, float] | None) -> None:
         cfg = ServeConfig.model_validate(settings)
         logging.getLogger("ray.serve").addFilter(_MergedDownstream())
-        replicas = cfg.min_replicas if cfg.autoscaling else cfg.replicas
+        replicas = cfg.min_replicas if cfg.autoscaling else cfg.replica_count()
         predictor = Predictor.load(
             model_dir, device=cfg.device, bf16=cfg.bf16,
             num_threads=cfg.num_threads or default_threads(max(1, replicas)),
@@ -149,7 +149,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
             "target_ongoing_requests": cfg.target_ongoing_requests,
         }
     else:
-        options["num_replicas"] = cfg.replicas
+        options["num_replicas"] = cfg.replica_count()
     return options
 
 

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--storage", help="results root (default: tune.storage_path)")
     parser.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    parser.add_argument("--replicas", type=int, help="model replicas (default 1)")
+    parser.add_argument("--replicas", type=int,
+                        help="model replicas (default: 2 on CPU, enough to fill one GPU on GPUs)")
     parser.add_argument("--gpus-per-replica", type=float, help="GPUs per replica (default 0)")
     parser.add_argument("--api-key-env", metavar="VAR",
                         help="require `Authorization: Bearer $VAR` on every route but /healthz")

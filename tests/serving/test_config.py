@@ -25,3 +25,15 @@ def test_bad_serve_settings_name_the_keys(overrides, words):
     with pytest.raises(ConfigError) as caught:
         load_config(None, overrides)
     assert words in str(caught.value)
+
+
+@pytest.mark.parametrize(("overrides", "cores", "replicas"), [
+    ([], 2, 2),                                   # CPU: two half-thread replicas
+    ([], 1, 1),                                   # one core: nothing to overlap
+    (["serve.gpus_per_replica=1"], 16, 1),        # one per GPU
+    (["serve.gpus_per_replica=0.25"], 16, 4),     # fractional GPUs fill one GPU
+    (["serve.replicas=3"], 2, 3),                 # an explicit count wins
+])
+def test_replica_count_default_depends_on_the_hardware(monkeypatch, overrides, cores, replicas):
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert load_config(None, overrides).serve.replica_count() == replicas

@@ -41,9 +41,10 @@ def test_an_exited_child_server_is_not_alive_though_unreaped():
     assert deploy._alive(os.getpid())
 
 
-def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch):
-    monkeypatch.setattr(deploy, "_haproxy_available", lambda: True)
-    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12, ingress="haproxy"))
+def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch, tmp_path):
+    fake = tmp_path / "haproxy-bin"
+    monkeypatch.setattr(deploy, "_haproxy_binary", lambda: str(fake))
+    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12))  # HAProxy is the default
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert int(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
@@ -52,13 +53,32 @@ def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch):
     socket_dir = Path(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
     assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700
     assert not env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith("/tmp/haproxy-serve")
-    for key in ("CONFIG_FILE_LOC", "METRICS_SOCKET_PATH", "SERVER_STATE_FILE"):
+    for key in ("CONFIG_FILE_LOC", "METRICS_SOCKET_PATH", "SERVER_STATE_FILE", "BINARY_PATH"):
         assert Path(env[f"RAY_SERVE_HAPROXY_{key}"]).parent == socket_dir
     for key in ("SOCKET_PATH", "METRICS_SOCKET_PATH"):  # Ray adds "/<56-char node id>"
         assert len(env[f"RAY_SERVE_HAPROXY_{key}"]) + 57 <= 96  # HAProxy's socket path cap
-    assert deploy.local_ray_env(ServeConfig()) == {}  # default: the loopback-only Python proxy
-    monkeypatch.setattr(deploy, "_haproxy_available", lambda: False)
-    assert deploy.local_ray_env(ServeConfig(ingress="haproxy")) == {}
+    assert deploy.local_ray_env(ServeConfig(ingress="proxy")) == {}
+    monkeypatch.setattr(deploy, "_haproxy_binary", lambda: None)
+    assert deploy.local_ray_env(ServeConfig()) == {}  # no binary: the Python proxy
+
+
+def test_haproxy_wrapper_moves_port_only_binds_to_loopback(tmp_path):
+    # A stand-in HAProxy that prints its arguments and the config it was given.
+    fake = tmp_path / "fake haproxy"
+    fake.write_text('#!/bin/sh\necho "$@"\nwhile [ "$1" != -f ]; do shift; done; cat "$2"\n')
+    fake.chmod(0o700)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n"
+                      "    bind 0.0.0.0:8000\n    bind :::8001\nlisten stats\n  bind *:8404\n")
+    wrapper = deploy._loopback_wrapper(str(fake), str(tmp_path))
+    assert stat.S_IMODE(os.stat(wrapper).st_mode) == 0o700
+    out = subprocess.run([wrapper, "-db", "-f", str(config), "-sf", "12"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert out[0] == f"-db -f {config}.loopback -sf 12"  # same arguments, the copy's path
+    assert out[1:] == ["frontend prometheus", "    bind 127.0.0.1:9101", "frontend http_frontend",
+                       "    bind 0.0.0.0:8000", "    bind :::8001", "listen stats",
+                       "  bind 127.0.0.1:8404"]
+    assert "bind :9101" in config.read_text()  # Ray's own file is left as Ray wrote it
 
 
 def test_wildcard_bind_is_reached_over_loopback():
