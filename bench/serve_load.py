@@ -247,15 +247,21 @@ def _rss(proc) -> int:
 
 
 def _client(port: int, texts: list[str], first: int, step: int, stop_at: float,
-            record: list) -> None:
-    """One closed-loop client: send, wait for the answer, send the next (keep-alive)."""
+            record: list, path: str = "/predict") -> None:
+    """One closed-loop client: send, wait for the answer, send the next (keep-alive).
+
+    ``path`` other than /predict is fetched with GET: the HTTP path alone, no model.
+    """
     conn, i = http.client.HTTPConnection("127.0.0.1", port, timeout=60), first
     headers = {"Content-Type": "application/json"}
     while time.perf_counter() < stop_at:
         body = json.dumps({"text": texts[i % len(texts)]})
         start = time.perf_counter()
         try:
-            conn.request("POST", "/predict", body, headers)
+            if path == "/predict":
+                conn.request("POST", path, body, headers)
+            else:
+                conn.request("GET", path)
             response = conn.getresponse()
             response.read()
             ok = response.status == 200
@@ -287,13 +293,14 @@ def replica_stats(url: str, replicas: int = 1, tries: int = 200) -> dict[str, An
 
 
 def run_load(url: str, texts: list[str], clients: int, warmup: float,
-             duration: float, replicas: int = 1) -> dict[str, Any]:
+             duration: float, replicas: int = 1, path: str = "/predict") -> dict[str, Any]:
     """Closed-loop load; only requests that finish inside the measured window count."""
     port = int(url.rsplit(":", 1)[1])
     record: list = []
     begin = time.perf_counter()
     window = (begin + warmup, begin + warmup + duration)
-    threads = [threading.Thread(target=_client, args=(port, texts, k, clients, window[1], record))
+    threads = [threading.Thread(target=_client,
+                                args=(port, texts, k, clients, window[1], record, path))
                for k in range(clients)]
     for thread in threads:
         thread.start()
@@ -357,11 +364,17 @@ def bench_sftune(checkpoint: Path, texts: list[str], args: argparse.Namespace,
     sampler.start()
     try:
         rows = _sweep_clients(url, texts, args, cfg.replica_count())
+        # The same server and clients with no model: what HTTP alone allows at the most clients.
+        http_only = run_load(url, texts, rows[-1]["clients"], args.warmup, args.duration,
+                             cfg.replica_count(), path="/healthz")
+        print(f"  GET /healthz at {rows[-1]['clients']} clients: "
+              f"{http_only['req_per_s']:.1f} req/s", flush=True)
         stats = replica_stats(url, cfg.replica_count())
     finally:
         sampler.stop.set()
         deploy.stop(cfg)
-    return {"system": "sftune", "rows": rows, "replica_peak_rss_mib": stats["peak_rss_mib"],
+    return {"system": "sftune", "rows": rows, "http_only_req_per_s": http_only["req_per_s"],
+            "replica_peak_rss_mib": stats["peak_rss_mib"],
             "gpu_peak_mib": stats["gpu_peak_mib"], "tree_peak_rss_mib": sampler.peak_mib,
             "serve_config": cfg.model_dump()}
 
@@ -452,6 +465,7 @@ def report(device: str, ceiling: dict, systems: list[dict], args: argparse.Names
         "command": " ".join(["python bench/serve_load.py", *sys.argv[1:]]),
         "machine": machine(), "ceiling": ceiling, "ratios": ratios,
         "absolute": absolute_rows(systems), "targets": check_targets(device, ratios, systems),
+        "http_only_req_per_s": systems[0].get("http_only_req_per_s"),
         "settings": {"duration_s": args.duration, "warmup_s": args.warmup,
                      "random_weights": args.random_weights,
                      "serve_config": systems[0].get("serve_config")},
@@ -498,18 +512,29 @@ def markdown(results: dict[str, dict]) -> str:
 
 
 def _notes(section: dict) -> list[str]:
-    ceiling = section["ceiling"]
+    ceiling, machine_info = section["ceiling"], section["machine"]
+    top = max(row["clients"] for row in section["ratios"])
+    notes = [f"- 1-minute load average at the end: {machine_info.get('load_average_1m', 0):.1f}."]
+    if machine_info["cpu_cores"] <= 2:
+        notes.append("- This 2-core host's speed drifts by up to ~30% between minutes, so absolute"
+                     " figures drift run to run; each row's ratios come from one run.")
+    notes.append("- The ceiling runs batches in arrival (random) order, padded per batch; sftune"
+                 " sorts the texts of each merged batch by length before its forward chunks,"
+                 " which is how it can exceed 1.0.")
+    at_top = ceiling["seq_per_s_by_batch"].get(str(top))
+    if at_top:
+        notes.append(f"- Ceiling at batch {top}, the largest batch {top} closed-loop clients can"
+                     f" form: {at_top:.1f} seq/s.")
+    if section.get("http_only_req_per_s"):
+        notes.append(f"- The same server answering `GET /healthz` (HTTP alone, no model) to {top}"
+                     f" clients: {section['http_only_req_per_s']:.1f} req/s, a bound on any"
+                     " model served through it.")
     policies = {p: round(r["ceiling_seq_per_s"], 1)
                 for p, r in ceiling.get("by_omp_wait_policy", {}).items()}
-    return [
-        f"- 1-minute load average at the end: {section['machine'].get('load_average_1m', 0):.1f}"
-        " (this 2-core host's speed drifts by up to ~30% between minutes, so absolute figures"
-        " drift run to run; each row's ratios come from one run).",
-        "- The ceiling runs batches in arrival (random) order, padded per batch; sftune sorts the"
-        " texts of each merged batch by length before its forward chunks, which is how it can"
-        " exceed 1.0.",
-        f"- Ceiling by OpenMP wait policy (seq/s): {policies}; both servers run with PASSIVE.",
-    ]
+    if policies:
+        notes.append(f"- Ceiling by OpenMP wait policy (seq/s): {policies}; both servers run"
+                     " with PASSIVE.")
+    return notes
 
 
 def section_key(args: argparse.Namespace) -> str:
