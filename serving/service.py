@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,12 +67,16 @@ class ModelService:
         self.api_key_sha256 = api_key_sha256
         self.request_timeout_s = request_timeout_s
         self.batch_stats = BatchStats()
+        #: Seconds the latest merged batch took in the model (None before the first).
+        self.last_forward_s: float | None = None
         self._coalescer = Coalescer(self.run_batch, max_texts=max_batch_texts)
 
     def run_batch(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
         """Predict a merged batch (one list of texts per request) and split the answers back."""
         flat = [text for texts in requests for text in texts]
+        start = time.perf_counter()
         answers = self.predictor.predict(flat)
+        self.last_forward_s = time.perf_counter() - start
         self.batch_stats.record(len(requests), len(flat))
         out, start = [], 0
         for texts in requests:

@@ -134,3 +134,12 @@ class _SlowService:
 def test_stuck_model_times_out_with_504_not_a_hang():
     response = TestClient(create_api(_SlowService())).post("/predict", json={"text": "a"})
     assert response.status_code == 504 and response.json()["error"] == "timeout"
+
+
+def test_service_times_each_forward_for_the_batch_wait(predictor):
+    import asyncio
+
+    service = ModelService(predictor, limits=LIMITS)
+    assert service.last_forward_s is None
+    asyncio.run(service.predict(["a good film"]))
+    assert 0 < service.last_forward_s < 30

@@ -71,3 +71,12 @@ def test_busy_port_and_missing_key_fail_before_starting_ray(checkpoints, capsys,
 def test_nothing_to_serve_is_a_clear_error(capsys):
     assert main(["serve"]) == 2
     assert "give a sweep NAME, --trial ID or --model DIR" in capsys.readouterr().err
+
+
+def test_batch_wait_is_zero_alone_and_never_longer_than_the_last_forward():
+    from serving.app import batch_wait_s
+
+    assert batch_wait_s(0.03, 0.006, busy=False) == 0.0    # a lone request runs at once
+    assert batch_wait_s(0.03, None, busy=True) == 0.03     # no forward timed yet: the config's
+    assert batch_wait_s(0.03, 0.006, busy=True) == 0.006   # fast model: wait one forward's time
+    assert batch_wait_s(0.03, 0.120, busy=True) == 0.03    # slow model: the config caps it
