@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +196,9 @@ def local_ray_env(cfg: ServeConfig) -> dict[str, str]:
     }
 
 
+_PRIVATE_PREFIX = "sfh-"
+
+
 def _private_haproxy_paths() -> dict[str, str]:
     """HAProxy's files in a fresh directory only this user can enter.
 
@@ -203,7 +207,7 @@ def _private_haproxy_paths() -> dict[str, str]:
     (``mkdtemp``'s mode) shuts them out. Its path is short on purpose (``/tmp/sfh-XXXXXXXX``):
     Ray adds the 56-character node id to it, and HAProxy refuses a socket path over 96 bytes.
     """
-    base = tempfile.mkdtemp(prefix="sfh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    base = tempfile.mkdtemp(prefix=_PRIVATE_PREFIX, dir="/tmp" if os.path.isdir("/tmp") else None)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
@@ -374,6 +378,15 @@ def _teardown(cfg: ServeConfig, *, owned: bool, joined: bool) -> None:
     finally:
         if joined:
             ray.shutdown()
+        if owned:
+            _remove_private_haproxy_dir()
+
+
+def _remove_private_haproxy_dir() -> None:
+    """Delete the HAProxy directory made for this process's own Ray, once that Ray is down."""
+    base = os.environ.pop("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", None)
+    if base and os.path.basename(base).startswith(_PRIVATE_PREFIX):
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def start_background(model: str | Path | ResolvedModel, cfg: ServeConfig, *,

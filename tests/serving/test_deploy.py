@@ -58,6 +58,9 @@ def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch, tmp_pat
     for key in ("SOCKET_PATH", "METRICS_SOCKET_PATH"):  # Ray adds "/<56-char node id>"
         assert len(env[f"RAY_SERVE_HAPROXY_{key}"]) + 57 <= 96  # HAProxy's socket path cap
     assert deploy.local_ray_env(ServeConfig(ingress="proxy")) == {}
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(socket_dir))
+    deploy._remove_private_haproxy_dir()  # what the owner does once its Ray is down
+    assert not socket_dir.exists()
     monkeypatch.setattr(deploy, "_haproxy_binary", lambda: None)
     assert deploy.local_ray_env(ServeConfig()) == {}  # no binary: the Python proxy
 

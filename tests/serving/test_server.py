@@ -5,6 +5,8 @@ Tests run in file order; the last one swaps the model, so it stays last.
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -42,6 +44,9 @@ def server(checkpoints):
         finally:
             serve.shutdown()
             ray.shutdown()
+            private = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")  # HAProxy's files
+            if private:
+                shutil.rmtree(private, ignore_errors=True)
 
 
 def assert_matches_pipeline(answers, model_dir, texts):
