@@ -271,7 +271,7 @@ class ServeConfig(_Section):
         None, ge=1, description="Fixed replica count when not autoscaling. None: enough to fill "
         "one GPU (1 / gpus_per_replica) with GPUs; on CPU 2 where the machine has 2+ cores, each "
         "with half the threads, so one's request handling overlaps the other's forward "
-        "(measured 1.7x the requests/s of 1 replica on 2 cores; BENCHMARKS.md, serving).",
+        "(measured 1.5x the requests/s of 1 replica on 2 cores; BENCHMARKS.md, serving).",
     )
     cpus_per_replica: float = Field(
         1.0, gt=0, description="Ray CPUs reserved per replica (logical; threads: num_threads)."

@@ -74,9 +74,9 @@ class ModelService:
     def run_batch(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
         """Predict a merged batch (one list of texts per request) and split the answers back."""
         flat = [text for texts in requests for text in texts]
-        start = time.perf_counter()
+        began = time.perf_counter()
         answers = self.predictor.predict(flat)
-        self.last_forward_s = time.perf_counter() - start
+        self.last_forward_s = time.perf_counter() - began
         self.batch_stats.record(len(requests), len(flat))
         out, start = [], 0
         for texts in requests:
