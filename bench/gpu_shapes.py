@@ -33,18 +33,14 @@ def _shapes(count: int, seed: int = 0) -> list[tuple[int, int]]:
     return [(rng.randint(1, 32), rng.randint(8, 200)) for _ in range(count)]
 
 
-def _bucket(size: int, step: int) -> int:
-    return -(-size // step) * step
-
-
 def _time_pass(model, shapes, setting: str) -> list[float]:
     import torch
+
+    from serving.predictor import padded_shape
 
     times = []
     for batch, width in shapes:
         if setting == "buckets":
-            from serving.predictor import padded_shape
-
             batch, width = padded_shape(batch, width)
         ids = torch.randint(1000, 2000, (batch, width), device="cuda")
         mask = torch.ones_like(ids)

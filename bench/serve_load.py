@@ -362,14 +362,15 @@ def bench_sftune(checkpoint: Path, texts: list[str], args: argparse.Namespace,
     url = deploy.start_background(checkpoint, cfg)
     sampler = MemorySampler(deploy.read_state(cfg.port).pid)
     sampler.start()
+    replicas = cfg.replica_count()
     try:
-        rows = _sweep_clients(url, texts, args, cfg.replica_count())
+        rows = _sweep_clients(url, texts, args, replicas)
         # The same server and clients with no model: what HTTP alone allows at the most clients.
         http_only = run_load(url, texts, rows[-1]["clients"], args.warmup, args.duration,
-                             cfg.replica_count(), path="/healthz")
+                             replicas, path="/healthz")
         print(f"  GET /healthz at {rows[-1]['clients']} clients: "
               f"{http_only['req_per_s']:.1f} req/s", flush=True)
-        stats = replica_stats(url, cfg.replica_count())
+        stats = replica_stats(url, replicas)
     finally:
         sampler.stop.set()
         deploy.stop(cfg)
