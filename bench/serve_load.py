@@ -255,13 +255,13 @@ def _client(port: int, texts: list[str], first: int, step: int, stop_at: float,
     conn, i = http.client.HTTPConnection("127.0.0.1", port, timeout=60), first
     headers = {"Content-Type": "application/json"}
     while time.perf_counter() < stop_at:
-        body = json.dumps({"text": texts[i % len(texts)]})
+        body = json.dumps({"text": texts[i % len(texts)]}) if path == "/predict" else None
         start = time.perf_counter()
         try:
-            if path == "/predict":
-                conn.request("POST", path, body, headers)
-            else:
+            if body is None:
                 conn.request("GET", path)
+            else:
+                conn.request("POST", path, body, headers)
             response = conn.getresponse()
             response.read()
             ok = response.status == 200
