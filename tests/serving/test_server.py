@@ -5,8 +5,6 @@ Tests run in file order; the last one swaps the model, so it stays last.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections import Counter
@@ -28,7 +26,7 @@ def server(checkpoints):
     import ray
     from ray import serve
 
-    from serving.deploy import deploy, local_ray_env
+    from serving.deploy import _remove_private_haproxy_dir, deploy, local_ray_env
 
     # One replica: /stats counts per replica, and the batching test reads it before and after.
     cfg = ServeConfig(port=free_port(), replicas=1, max_batch_size=16, max_ongoing_requests=32,
@@ -44,9 +42,7 @@ def server(checkpoints):
         finally:
             serve.shutdown()
             ray.shutdown()
-            private = os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE")  # HAProxy's files
-            if private:
-                shutil.rmtree(private, ignore_errors=True)
+            _remove_private_haproxy_dir()  # what sftune's own teardown does
 
 
 def assert_matches_pipeline(answers, model_dir, texts):
