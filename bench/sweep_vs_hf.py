@@ -354,7 +354,7 @@ def _search_ray(cfg, trainer, storage: str) -> dict[str, Any]:
         n_trials=cfg.tune.num_samples, direction="maximize", backend="ray",
         search_alg=OptunaSearch(metric="objective", mode="max", sampler=_tpe(cfg)),
         scheduler=ASHAScheduler(metric="objective", mode="max", max_t=epochs,
-                                grace_period=min(cfg.tune.grace_period, epochs),
+                                grace_period=1,
                                 reduction_factor=cfg.tune.reduction_factor),
         resources_per_trial={"cpu": cfg.tune.cpus_per_trial},
         max_concurrent_trials=cfg.tune.max_concurrent_trials,
@@ -394,7 +394,7 @@ def _search_optuna(cfg, trainer, setup: dict[str, Any]) -> dict[str, Any]:
     storage = optuna.storages.InMemoryStorage()  # kept so every epoch's value can be read back
     steps = setup["steps_per_epoch"]
     pruner = LastEpochSafe(optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=min(cfg.tune.grace_period, cfg.train.epochs) * steps,
+        min_resource=steps,  # one epoch, as sftune's ASHA gives trials evaluated per epoch
         reduction_factor=int(cfg.tune.reduction_factor)), last_step=cfg.train.epochs * steps)
     best = trainer.hyperparameter_search(
         hp_space=OptunaSpace(_dims(cfg)), compute_objective=accuracy_objective,

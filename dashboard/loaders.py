@@ -226,14 +226,18 @@ def best_card(sweep: Sweep) -> dict[str, Any] | None:
     scored = table[table["score"].notna()] if len(table) else table
     if scored.empty:
         return None
-    best = scored.iloc[0]  # trial_table sorts by score, best first
+    # The sweep's model: its final trial (the best configuration trained on all the data) once
+    # it has an evaluation, else the best search trial (trial_table sorts by score).
+    final = scored[scored["phase"] == "final"] if "phase" in scored else scored.iloc[:0]
+    best = final.iloc[0] if len(final) else scored.iloc[0]
     params = {p: _plain(best[p]) for p in PARAM_COLUMNS if pd.notna(best[p])}
     val = {m: float(best[m]) for m in ("val_accuracy", "val_f1_macro", "val_loss")
            if pd.notna(best[m])}
     test = test_metrics(sweep.meta, str(best["trial_id"]))
     return {"trial_id": str(best["trial_id"]), "params": params, "val": val, "test": test,
-            "score": float(best["score"]), "best_epoch": int(best["best_epoch"]),
-            "epochs": int(best["epochs"]), "status": str(best["status_label"])}
+            "score": float(best["score"]), "best_epoch": round(float(best["best_epoch"]), 2),
+            "epochs": round(float(best["epochs"]), 2), "status": str(best["status_label"]),
+            "final": bool(len(final)), "tuning_gain": sweep.meta.get("tuning_gain")}
 
 
 def test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float | int]:
@@ -271,9 +275,9 @@ def filter_trials(
     return table[keep]
 
 
-_TABLE_COLUMNS = ["trial_id", "status_label", "score", *PARAM_COLUMNS, "val_accuracy",
-                  "val_f1_macro", "val_loss", "best_epoch", "epochs", "time_s", "outcome",
-                  "error"]
+_TABLE_COLUMNS = ["trial_id", "phase", "status_label", "score", *PARAM_COLUMNS,
+                  "val_accuracy", "val_f1_macro", "val_loss", "best_epoch", "epochs", "time_s",
+                  "outcome", "error"]
 
 
 def table_csv(table: pd.DataFrame) -> bytes:

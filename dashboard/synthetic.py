@@ -23,8 +23,25 @@ _OUTCOMES = ("completed", "early_stopped", "asha_stopped", "diverged", "error")
 _OUTCOME_P = (0.55, 0.15, 0.20, 0.05, 0.05)
 
 
+#: The space the synthetic trials are drawn from; their sweep.json records it, as a real one's
+#: records the space it searched, so importance and log axes read it back.
+SYNTHETIC_SPACE = {
+    "alpha": {"low": 1.0, "high": 300.0, "log": True},
+    "lr": {"low": 2e-5, "high": 3e-4, "log": True},
+    "frozen_depth": {"low": 0, "high": 6},
+    "weight_decay": {"low": 0.0, "high": 0.1},
+    "dropout": {"low": 0.0, "high": 0.2},
+    "joint_epochs": 1,
+}
+
+
+def synthetic_config() -> dict:
+    """The config (as sweep.json holds it) of a sweep over :data:`SYNTHETIC_SPACE`."""
+    return AppConfig.model_validate({"space": SYNTHETIC_SPACE}).model_dump(mode="json")
+
+
 def _sample_params(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    # Same ranges and scales as the default SpaceConfig, so importance and log axes make sense.
+    # The ranges and scales of SYNTHETIC_SPACE.
     return pd.DataFrame({
         "alpha": np.exp(rng.uniform(np.log(1.0), np.log(300.0), n)),
         "lr": np.exp(rng.uniform(np.log(2e-5), np.log(3e-4), n)),
@@ -110,7 +127,7 @@ def make_synthetic_sweep(
     experiment_dir = Path(experiment_dir)
     trials = synthetic_trials(n_trials, epochs, seed=seed, outcome_p=outcome_p or _OUTCOME_P)
     write_trials(experiment_dir, trials)
-    cfg = AppConfig().model_dump(mode="json")
+    cfg = synthetic_config()
     cfg["tune"]["num_samples"] = n_trials
     cfg["train"]["epochs"] = epochs
     scored = trials.dropna(subset=["score"])

@@ -17,6 +17,7 @@ from search import artifacts
 from search.config import AppConfig, build_config
 from search.results import (
     ResultsError,
+    best_trial,
     read_sweep_meta,
     read_trials,
     summarize_trials,
@@ -32,17 +33,17 @@ def sweep_config(experiment_dir: Path) -> AppConfig:
 
 
 def choose_trial(experiment_dir: Path, trial_id: str | None = None) -> pd.Series:
-    """The best trial by best-epoch score, or the named one; it must still have a checkpoint."""
-    summary = summarize_trials(read_trials(experiment_dir))
+    """The sweep's model (:func:`~search.results.best_trial`), or the named trial; it must
+    still have a checkpoint."""
+    frame = read_trials(experiment_dir)
     if trial_id is not None:
-        summary = summary[summary["trial_id"] == trial_id]
-        if summary.empty:
+        frame = frame[frame["trial_id"] == trial_id]
+        if frame.empty:
             raise ResultsError(f"no trial {trial_id!r} in {experiment_dir}")
-    summary = summary[summary["score"].notna()]
-    if summary.empty:
-        raise ResultsError(f"no trial in {experiment_dir} finished an epoch")
-    row = summary.iloc[0]
-    if not isinstance(row["checkpoint"], str) or not Path(row["checkpoint"]).is_dir():
+    row = best_trial(frame)
+    if row is None:
+        raise ResultsError(f"no trial in {experiment_dir} finished an evaluation")
+    if not _has_checkpoint(row):
         raise ResultsError(
             f"trial {row['trial_id']} has no checkpoint left (only the top "
             "tune.keep_checkpoints trials keep theirs)"
@@ -57,13 +58,15 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
 
     from search.data import prepare_data
     from search.device import resolve_device
-    from search.model import load_tokenizer, resolve_model_dir
+    from search.model import load_tokenizer, quiet_transformers, resolve_model_dir
     from search.train import evaluate_split
 
+    quiet_transformers()
     artifacts.verify_safetensors_only(checkpoint)
     data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
     expected = artifacts.read_meta(checkpoint).get("data_fingerprint")
-    if expected and expected != data.fingerprint:
+    # A search trial trained on a subset of the training split: its test split is the same.
+    if expected and expected.split("-sub")[0] != data.fingerprint:
         raise ResultsError(
             f"the data changed since this checkpoint was trained (fingerprint {data.fingerprint} "
             f"!= {expected}); the test split would not be held out"
@@ -93,21 +96,65 @@ def _isnan(value: Any) -> bool:
 
 def export_best(experiment_dir: Path, target: Path | None = None,
                 trial_id: str | None = None) -> dict[str, Any]:
-    """Evaluate the chosen trial on test (once) and export it; returns what was recorded."""
+    """Evaluate the chosen trial on test (once) and export it; returns what was recorded.
+
+    For the sweep's own model it also records what the tuning bought (:func:`tuning_gain`).
+    """
     experiment_dir = Path(experiment_dir)
     cfg = sweep_config(experiment_dir)
     row = choose_trial(experiment_dir, trial_id)
+    test = _test_metrics(experiment_dir, row, cfg)
+    gain = tuning_gain(experiment_dir, cfg) if trial_id is None else None
+    target = Path(target) if target else experiment_dir / "export"
+    meta = read_sweep_meta(experiment_dir)
+    artifacts.export_checkpoint(
+        Path(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
+        trial_id=row["trial_id"], tuning_gain=gain,
+    )
+    if trial_id is None:
+        update_sweep_meta(experiment_dir, export_dir=str(target.resolve()), tuning_gain=gain)
+    return {"trial_id": row["trial_id"], "phase": row["phase"], "score": float(row["score"]),
+            "best_epoch": float(row["best_epoch"]), "export_dir": str(target.resolve()),
+            "tuning_gain": gain, **test}
+
+
+def _test_metrics(experiment_dir: Path, row: pd.Series, cfg: AppConfig) -> dict[str, float]:
+    """The trial's test metrics: recorded ones if any, else measured once and recorded."""
     meta = read_sweep_meta(experiment_dir)
     test = _recorded_test(meta, row["trial_id"])
     if test is None:
         test = evaluate_checkpoint(Path(row["checkpoint"]), cfg)
         update_sweep_meta(experiment_dir, test={**(meta.get("test") or {}), row["trial_id"]: test})
-    target = Path(target) if target else experiment_dir / "export"
-    artifacts.export_checkpoint(
-        Path(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
-        trial_id=row["trial_id"],
-    )
-    if trial_id is None:
-        update_sweep_meta(experiment_dir, export_dir=str(target.resolve()))
-    return {"trial_id": row["trial_id"], "score": float(row["score"]),
-            "best_epoch": int(row["best_epoch"]), "export_dir": str(target.resolve()), **test}
+    return test
+
+
+def tuning_gain(experiment_dir: Path, cfg: AppConfig) -> dict[str, Any] | None:
+    """What the tuning bought: the search trial the sweep chose against the untuned default
+    trial (the search's first), both on the test split and at the same fidelity, the search's.
+
+    None when the default trial is missing or lost its checkpoint (a resumed old sweep).
+    """
+    summary = summarize_trials(read_trials(experiment_dir))
+    search = summary[(summary["phase"] != "final") & summary["score"].notna()]
+    default = search[search["default_point"]]
+    if search.empty or default.empty or not _has_checkpoint(default.iloc[0]):
+        return None
+    # The search trial whose configuration the final trial trained, else the best one.
+    source = (read_sweep_meta(experiment_dir).get("final_source") or {}).get("trial_id")
+    chosen = search[search["trial_id"] == source]
+    tuned, untuned = (chosen if len(chosen) else search).iloc[0], default.iloc[0]
+    tuned_test = _test_metrics(experiment_dir, tuned, cfg)
+    untuned_test = _test_metrics(experiment_dir, untuned, cfg)
+    return {
+        "tuned_trial": tuned["trial_id"], "default_trial": untuned["trial_id"],
+        "fidelity": "subset" if cfg.tune.search_examples else "full",
+        "search_examples": cfg.tune.search_examples,
+        **{f"{side}_{m}": float(t[f"test_{m}"]) for side, t in
+           (("tuned", tuned_test), ("default", untuned_test)) for m in ("accuracy", "f1_macro")},
+        **{f"gain_{m}": float(tuned_test[f"test_{m}"] - untuned_test[f"test_{m}"])
+           for m in ("accuracy", "f1_macro")},
+    }
+
+
+def _has_checkpoint(row: pd.Series) -> bool:
+    return isinstance(row["checkpoint"], str) and Path(row["checkpoint"]).is_dir()

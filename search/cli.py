@@ -38,10 +38,10 @@ def _print_history(history: list[dict]) -> None:
     import pandas as pd
 
     if not history:
-        print("no epoch finished")
+        print("no evaluation finished")
         return
-    columns = ["epoch", "stage", "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy",
-               "val_f1_macro", "tokens_per_s", "train_time_s"]
+    columns = ["epoch", "examples", "stage", "lr", "train_task_loss", "train_lm_loss", "val_loss",
+               "val_accuracy", "val_f1_macro", "tokens_per_s", "train_time_s"]
     frame = pd.DataFrame(history)[columns]
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
@@ -59,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = prepare_data(cfg.data, load_tokenizer(model_dir))
     print(f"params: {params.model_dump()}")
     print(f"data: {data.sizes} labels={data.label_names} fingerprint={data.fingerprint}")
+    print(f"max_length {data.max_length} ({data.truncation} truncation): "
+          f"{100 * data.truncated_share:.1f}% of training texts cut")
     trainer = Trainer(cfg=cfg, params=params, data=data, model_dir=model_dir,
                       workdir=output.resolve(), progress=not args.quiet)
     result = trainer.fit()
@@ -68,8 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"trial {result.message}", file=sys.stderr)
         return 1
     best = result.best
-    print(f"best epoch {best['epoch']}: {cfg.train.metric}={best[cfg.train.metric]:.4f} "
-          f"({result.stop_reason})")
+    print(f"best evaluation at epoch {best['epoch']:.2f}: "
+          f"{cfg.train.metric}={best[cfg.train.metric]:.4f} ({result.stop_reason})")
     print(f"checkpoint: {result.checkpoint_dir}")
     return 0
 
@@ -96,11 +98,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.no_export:
         return 0
     best = export_best(path)
-    print(f"best trial {best['trial_id']}: val {cfg.train.metric}={best['score']:.4f} "
-          f"(epoch {best['best_epoch']}), test accuracy={best['test_accuracy']:.4f}")
+    _print_outcome(best, cfg)
     print(f"exported: {best['export_dir']}")
     print(f"next: sftune serve {name}    |    sftune dashboard")
     return 0
+
+
+def _print_outcome(best: dict, cfg: AppConfig) -> None:
+    """The exported model's test metrics and what the tuning bought over the untuned default."""
+    what = "final trial (best configuration, all training data)" if best["phase"] == "final" \
+        else "best trial"
+    metric = cfg.train.metric.removeprefix("val_")
+    print(f"{what} {best['trial_id']}: validation {metric}={best['score']:.4f}, "
+          f"test accuracy={best['test_accuracy']:.4f}, test macro-F1={best['test_f1_macro']:.4f}")
+    gain = best.get("tuning_gain")
+    if gain:
+        at = (f"search fidelity, {gain['search_examples']:,} training examples"
+              if gain["fidelity"] == "subset" else "full fidelity")
+        print(f"tuning bought {100 * gain['gain_accuracy']:+.1f} test accuracy points "
+              f"({gain['tuned_accuracy']:.4f} vs {gain['default_accuracy']:.4f} for the untuned "
+              f"default) and {100 * gain['gain_f1_macro']:+.1f} macro-F1 points ({at})")
 
 
 def _disk_usage(path: Path) -> int:
@@ -112,8 +129,9 @@ def _print_results(path: Path, top: int) -> None:
 
     meta = read_sweep_meta(path)
     summary = summarize_trials(read_trials(path))
-    columns = ["trial_id", "status", "stop_reason", "score", "best_epoch", "epochs", "alpha",
-               "lr", "frozen_depth", "weight_decay", "dropout", "val_f1_macro"]
+    columns = ["trial_id", "phase", "status", "stop_reason", "score", "best_epoch", "epochs",
+               "alpha", "lr", "frozen_depth", "weight_decay", "dropout", "joint_epochs",
+               "val_f1_macro"]
     print(f"sweep {meta['name']}: {meta['status']}, {len(summary)} trials "
           f"({(summary['status'] == 'ERROR').sum()} errored), metric {meta['metric']}")
     if not summary.empty:
@@ -155,10 +173,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
     name = args.name or time.strftime("demo-%Y%m%d-%H%M%S")
     best = export_best(run_sweep(cfg, name=name))
-    print(f"best trial {best['trial_id']}: test accuracy {best['test_accuracy']:.4f}; "
-          f"exported to {best['export_dir']}")
+    _print_outcome(best, cfg)
+    print(f"exported to {best['export_dir']}")
     url = start_background(best["export_dir"], cfg.serve)
-    print(f"serving:   {url}/predict   (docs: {url}/docs)")
+    print(f"serving:   {url}/predict   (docs: {url}/docs); the model's test accuracy is "
+          f"{best['test_accuracy']:.3f} on {int(best['test_examples']):,} held-out reviews")
     board = argparse.Namespace(
         config=args.config, overrides=args.overrides, storage=None, serve_url=url, port=None,
         host=None, api_key_env=None, print_command=False,

@@ -37,6 +37,7 @@ __all__ = [
     "TrialParams",
     "TuneConfig",
     "build_config",
+    "is_point",
     "load_config",
     "parse_overrides",
 ]
@@ -70,7 +71,15 @@ class DataConfig(_Section):
     unlabeled_path: str | None = Field(
         None, description="Optional text file, one document per line, for the masked-LM loss."
     )
-    max_length: int = Field(64, ge=8, le=4096, description="Tokens per example after truncation.")
+    max_length: int | None = Field(
+        None, ge=8, le=4096, description="Tokens per example after truncation. None: the 95th "
+        "percentile of the training texts' token lengths, capped by the model's limit.",
+    )
+    truncation: Literal["head", "head_tail"] = Field(
+        "head", description="How a text longer than max_length is cut: `head` keeps its start; "
+        "`head_tail` keeps its first quarter and its last three quarters of the budget (Sun et "
+        "al. 2019 found head+tail best for long documents).",
+    )
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows held for validation.")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of rows held out for test.")
     max_train_examples: int | None = Field(
@@ -109,7 +118,19 @@ class TrainConfig(_Section):
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps in linear warm-up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient-norm clipping threshold.")
-    patience: int = Field(2, ge=1, description="Epochs without improvement before stopping.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Training examples between validation evaluations (None = once "
+        "per epoch). Each evaluation is a report to Tune, an ASHA rung candidate and a possible "
+        "best checkpoint, so a poor trial can be cut before its first epoch ends.",
+    )
+    time_limit_s: float | None = Field(
+        None, gt=0, description="Wall-clock limit of one training run, in seconds. The lr "
+        "schedule follows whichever runs out first, the steps or this time, so training still "
+        "ends with its lr decayed to zero.",
+    )
+    patience: int = Field(
+        3, ge=1, description="Evaluations without improvement before stopping."
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")
     metric: Literal["val_accuracy", "val_f1_macro"] = Field(
         "val_accuracy", description="Validation metric that picks the best epoch and trial."
@@ -201,14 +222,15 @@ class SpaceConfig(_Section):
     """The search space. Each dimension is a constant or a `{low, high, log}` / `{choices}`."""
 
     alpha: Dimension = Field(
-        Range(low=1.0, high=300.0, log=True, default=30.0),
+        Range(low=30.0, high=3000.0, log=True, default=300.0),
         description="Task-loss weight in L = L_lm + alpha * L_task during joint epochs.",
     )
     lr: Dimension = Field(
-        Range(low=2e-5, high=3e-4, log=True, default=8e-5), description="Peak AdamW learning rate."
+        Range(low=6e-5, high=2.5e-4, log=True, default=1e-4),
+        description="Peak AdamW learning rate.",
     )
     frozen_depth: Dimension = Field(
-        Range(low=0, high=6, default=0), description="Bottom encoder layers kept frozen (0..N)."
+        Range(low=0, high=2, default=0), description="Bottom encoder layers kept frozen (0..N)."
     )
     weight_decay: Dimension = Field(
         Range(low=0.0, high=0.1, default=0.01), description="Decoupled AdamW weight decay."
@@ -218,7 +240,10 @@ class SpaceConfig(_Section):
     )
     warmup_ratio: Dimension | None = Field(None, description="Optional; else train.warmup_ratio.")
     batch_size: Dimension | None = Field(None, description="Optional; else train.batch_size.")
-    joint_epochs: Dimension = Field(1, description="Epochs of stage 1 (joint LM + task loss).")
+    joint_epochs: Dimension = Field(
+        Choice(choices=[0, 1], default=0),
+        description="Epochs of stage 1 (joint LM + task loss); 0 switches the LM term off.",
+    )
 
     @model_validator(mode="after")
     def _check_ints(self) -> SpaceConfig:
@@ -247,11 +272,38 @@ class TuneConfig(_Section):
 
     num_samples: int = Field(8, ge=1, description="Trials in the sweep.")
     max_concurrent_trials: int = Field(2, ge=1, description="Trials running at once.")
-    time_budget_s: float | None = Field(None, gt=0, description="Stop launching after this long.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="Wall-clock budget of the whole sweep, search plus final "
+        "trial, in seconds. The search stops launching trials at its share (search_fraction; "
+        "running trials finish, stragglers past 1.25x the share are stopped); the final "
+        "trial's lr schedule is fitted to what is left.",
+    )
+    search_examples: int | None = Field(
+        None, ge=2, description="Training examples a search trial sees: a stratified subset, "
+        "one pass. The best configuration is then trained once more on all the training data "
+        "for train.epochs (the final trial), and that model is exported. None: search trials "
+        "train on all the data for train.epochs and the best one is exported as is.",
+    )
+    search_eval_examples: int | None = Field(
+        None, ge=2, description="Validation examples search trials are scored on (a stratified "
+        "subset; None = all). The final trial is scored on the whole validation split.",
+    )
+    min_improvement: float = Field(
+        0.01, ge=0, description="How much a search trial must beat the untuned default's "
+        "validation score by to replace it in the final trial. The search's validation subset "
+        "is small and its fidelity low, so a smaller lead is as likely noise as signal.",
+    )
+    search_fraction: float = Field(
+        0.4, gt=0, lt=1, description="Share of time_budget_s given to the search when a final "
+        "trial follows it.",
+    )
     storage_path: str = Field(
         "runs", description="Local dir (default) or s3:// / gs:// / NFS URI shared by all nodes."
     )
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets.")
+    grace_period: int | None = Field(
+        None, ge=1, description="ASHA: training examples every trial sees before it can be "
+        "stopped (None = one evaluation interval: train.eval_every, else one epoch).",
+    )
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/factor at each rung.")
     max_failures: int = Field(0, ge=-1, description="Retries of a raising trial (-1 = forever).")
     keep_checkpoints: int = Field(3, ge=1, description="Trials that keep checkpoints at the end.")
@@ -433,6 +485,14 @@ class TrialParams(_Section):
         """Build from sampled values, rounding the integer dimensions."""
         clean = {k: (round(v) if k in INT_DIMENSIONS else float(v)) for k, v in values.items()}
         return cls(**clean)
+
+
+def is_point(values: dict[str, Any], point: dict[str, Any]) -> bool:
+    """Whether ``values`` (a trial's config) holds exactly ``point`` (e.g. the default point)."""
+    return bool(point) and all(
+        name in values and math.isclose(float(values[name]), float(value), rel_tol=1e-9)
+        for name, value in point.items()
+    )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ __all__ = [
     "build_model",
     "encoder_layers",
     "load_tokenizer",
+    "quiet_transformers",
     "resolve_model_dir",
 ]
 
@@ -182,7 +183,7 @@ class SFTModel(nn.Module):
         return F.cross_entropy(logits.float(), labels[selected])
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     # "Some weights were newly initialized" is expected for the fresh head; hide the noise.
     from transformers.utils import logging as hf_logging
 
@@ -202,7 +203,7 @@ def build_model(
     """Load the encoder from safetensors, add fresh heads (seeded), apply dropout and freezing."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    _quiet_transformers()
+    quiet_transformers()
     config = AutoConfig.from_pretrained(
         str(model_dir),
         local_files_only=True,

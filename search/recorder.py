@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from search.config import AppConfig
+from search.config import AppConfig, is_point
 from search.results import (
     METRIC_COLUMNS,
     PARAM_COLUMNS,
@@ -37,10 +37,12 @@ class ResultsRecorder:
     """Accumulates rows keyed by (trial_id, epoch) and writes them atomically, throttled."""
 
     def __init__(self, *, experiment_dir: str, keep_checkpoints: int, fixed: dict[str, Any],
-                 flush_interval_s: float = 2.0) -> None:
+                 default: dict[str, Any] | None = None, flush_interval_s: float = 2.0) -> None:
         self.experiment_dir = experiment_dir
         self.keep_checkpoints = keep_checkpoints
         self.fixed = fixed
+        self.default = default or {}  # the searched values of the untuned default point
+        self.phase = "search"  # set by the sweep: rows of the final trial say "final"
         self.flush_interval_s = flush_interval_s
         self._rows: dict[tuple[str, int], dict[str, Any]] = {}
         self._checkpoints: dict[str, str | None] = {}
@@ -50,7 +52,7 @@ class ResultsRecorder:
         """Pick up the rows of an earlier run of this sweep (on resume)."""
         frame = read_trials(self.experiment_dir)
         for row in frame.to_dict("records"):
-            self._rows[(row["trial_id"], int(row["epoch"]))] = row
+            self._rows[(row["trial_id"], float(row["epoch"]))] = row
             if isinstance(row.get("checkpoint"), str):
                 self._checkpoints[row["trial_id"]] = row["checkpoint"]
 
@@ -58,8 +60,10 @@ class ResultsRecorder:
         return [r for (t, _), r in sorted(self._rows.items()) if t == trial_id]
 
     def on_result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
-        epoch = int(result.get("epoch") or result.get("training_iteration") or 0)
-        row = {"trial_id": trial_id, "status": "RUNNING", "epoch": epoch,
+        epoch = float(result.get("epoch") or 0.0)
+        row = {"trial_id": trial_id, "status": "RUNNING", "epoch": epoch, "phase": self.phase,
+               "default_point": self.phase == "search" and is_point(config, self.default),
+               "examples": int(result.get("examples") or 0),
                "stage": result.get("stage"), "stop_reason": result.get("stop_reason", "running"),
                "error": result.get("error"), "timestamp": result.get("timestamp", time.time())}
         row.update({**self.fixed, **config})
@@ -82,7 +86,7 @@ class ResultsRecorder:
 
     def on_error(self, trial_id: str, config: dict[str, Any], message: str) -> None:
         rows = self._trial_rows(trial_id)
-        if not rows:  # it failed before finishing an epoch: keep a row so it is not lost
+        if not rows:  # it failed before its first evaluation: keep a row so it is not lost
             self.on_result(trial_id, config, {"epoch": 0})
             rows = self._trial_rows(trial_id)
         for row in rows:
@@ -92,10 +96,14 @@ class ResultsRecorder:
         self.flush(force=True)
 
     def _prune_checkpoints(self) -> None:
-        """Keep checkpoints of the top-k finished trials; running trials keep theirs."""
+        """Keep checkpoints of the top-k finished search trials; running trials, the final
+        trial and the untuned default (the baseline the tuning gain is measured against) keep
+        theirs."""
         summary = summarize_trials(self._frame())
-        finished = summary[summary["status"].isin(_FINISHED)]
-        doomed = finished["trial_id"].iloc[self.keep_checkpoints:]
+        search = summary[summary["phase"] != "final"]
+        finished = search.iloc[self.keep_checkpoints:]
+        finished = finished[finished["status"].isin(_FINISHED) & ~finished["default_point"]]
+        doomed = finished["trial_id"]
         for trial_id in doomed:
             path = self._checkpoints.get(trial_id)
             if path and "://" not in path:
@@ -139,6 +147,7 @@ def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
                                 direction="maximize")
     space = optuna_space(cfg)
     frame = read_trials(experiment_dir)
+    frame = frame[frame["phase"] != "final"]  # the final trial is not a point of the search
     for _, trial in summarize_trials(frame).iterrows():
         params = {k: _native(trial[k], space[k]) for k in space if k in PARAM_COLUMNS}
         ok = trial["status"] == "TERMINATED" and not pd.isna(trial["score"])
@@ -147,8 +156,8 @@ def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
             params=params, distributions=space,
             value=float(trial["score"]) if ok else None,
             state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-            intermediate_values={int(e): float(s) for e, s in zip(curve["epoch"], curve["score"],
-                                                                  strict=True)},
+            intermediate_values={int(e): float(s) for e, s in zip(curve["examples"],
+                                                                  curve["score"], strict=True)},
             user_attrs={"trial_id": trial["trial_id"], "stop_reason": trial["stop_reason"]},
         ))
     return path

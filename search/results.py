@@ -50,8 +50,13 @@ METRIC_COLUMNS = (
 )
 #: status: Tune's trial status (PENDING, RUNNING, TERMINATED, ERROR).
 #: stop_reason: running | completed | early_stopped | asha_stopped | diverged | error.
+#: phase: search (a trial of the search) | final (the best configuration trained on all data).
+#: default_point: the search trial at the space's defaults (the untuned baseline).
+#: epoch: epochs done at the evaluation (fractional: evaluations can fall mid-epoch);
+#: examples: training examples seen by then (ASHA's time axis).
 TRIAL_COLUMNS = (
-    "trial_id", "status", "stop_reason", "error", "epoch", "stage",
+    "trial_id", "phase", "default_point", "status", "stop_reason", "error", "epoch", "examples",
+    "stage",
     *PARAM_COLUMNS, *METRIC_COLUMNS, "checkpoint", "timestamp",
 )
 
@@ -135,13 +140,15 @@ def list_sweeps(storage_path: str | Path) -> list[Path]:
 
 
 def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: its best epoch's row, plus epochs run and its latest status.
+    """One row per trial: its best evaluation's row, plus epochs run and its latest status.
 
-    A trial's score is its best epoch, never its last. Trials with no finished epoch keep their
-    status and error with empty metrics.
+    A trial's score is its best evaluation, never its last. Trials with no evaluation keep their
+    status and error with empty metrics. Search trials come first, by score; the final trial (if
+    any) is scored on another validation set, so it is not ranked among them: see
+    :func:`best_trial`.
     """
     if frame.empty:
-        return frame.assign(epochs=pd.Series(dtype="int64"))
+        return frame.assign(epochs=pd.Series(dtype="float64"))
     ordered = frame.sort_values(["trial_id", "epoch"])
     last = ordered.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
     epochs = ordered[ordered["epoch"] > 0].groupby("trial_id")["epoch"].max()
@@ -153,12 +160,18 @@ def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     metric_cols += ["epoch", "stage", "checkpoint"]
     summary[metric_cols] = best.reindex(summary.index)[metric_cols]
     summary = summary.rename(columns={"epoch": "best_epoch"})
-    summary["epochs"] = epochs.reindex(summary.index).fillna(0).astype("int64")
-    return summary.reset_index().sort_values("score", ascending=False, na_position="last")
+    summary["epochs"] = epochs.reindex(summary.index).fillna(0).astype("float64")
+    summary["default_point"] = summary["default_point"].fillna(False).astype(bool)
+    # On a tie the untuned default ranks first: the search must beat it, not match it.
+    return summary.reset_index().sort_values(["score", "default_point"], ascending=False,
+                                             na_position="last")
 
 
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:
-    """The trial with the highest best-epoch score, or None if no trial finished an epoch."""
+    """The sweep's model: its final trial once that has an evaluation, else the search trial
+    with the highest best-evaluation score; None if no trial has an evaluation yet."""
     summary = summarize_trials(frame)
     summary = summary[summary["score"].notna()]
-    return None if summary.empty else summary.iloc[0]
+    final = summary[summary["phase"] == "final"]
+    chosen = final if not final.empty else summary
+    return None if chosen.empty else chosen.iloc[0]

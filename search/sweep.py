@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -19,14 +20,27 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
-from search.config import AppConfig, Choice, Range, TrialParams
-from search.data import PreparedData, prepare_data
+from search.config import AppConfig, Choice, Range, TrialParams, build_config, is_point
+from search.data import PreparedData, prepare_data, subset
 from search.model import load_tokenizer, resolve_model_dir
 from search.recorder import ResultsRecorder
-from search.results import update_sweep_meta, write_sweep_meta
+from search.results import read_sweep_meta, update_sweep_meta, write_sweep_meta
 
-__all__ = ["SweepError", "experiment_path", "run_sweep", "run_trial", "validate_space"]
+__all__ = [
+    "DefaultKeepingASHA",
+    "SweepError",
+    "choose_final",
+    "experiment_path",
+    "final_config",
+    "run_sweep",
+    "run_trial",
+    "search_setup",
+    "validate_space",
+]
 
 log = logging.getLogger("sftune")
 TRAINABLE_NAME = "sftune_trial"
@@ -85,12 +99,22 @@ def optuna_space(cfg: AppConfig) -> dict[str, Any]:
     space: dict[str, Any] = {}
     for name, dim in cfg.space.searched().items():
         if isinstance(dim, Choice):
-            space[name] = dist.CategoricalDistribution(dim.choices)
+            space[name] = dist.CategoricalDistribution([type_for(name)(c) for c in dim.choices])
         elif name in ("frozen_depth", "batch_size", "joint_epochs"):
             space[name] = dist.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
         else:
             space[name] = dist.FloatDistribution(dim.low, dim.high, log=dim.log)
     return space
+
+
+def default_point(cfg: AppConfig) -> dict[str, Any]:
+    """The searched dimensions at their defaults (the untuned trial), typed as Optuna's space."""
+    values = cfg.default_params().model_dump()
+    return {name: type_for(name)(values[name]) for name in cfg.space.searched()}
+
+
+def type_for(name: str) -> type:
+    return int if name in ("frozen_depth", "batch_size", "joint_epochs") else float
 
 
 def fixed_params(cfg: AppConfig) -> dict[str, Any]:
@@ -113,7 +137,8 @@ def prefix_cache_dir(experiment_dir: str) -> Path:
 
 
 def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
-              fixed: dict[str, Any], experiment: str, experiment_dir: str) -> None:
+              fixed: dict[str, Any], experiment: str, experiment_dir: str,
+              phase: str = "search") -> None:
     """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
     from search.train import Trainer
 
@@ -128,7 +153,7 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
     trainer = Trainer(
         cfg=cfg, params=params, data=data, model_dir=resolve_model_dir(cfg.model.name),
         workdir=workdir, report=report,
-        trial_meta={"trial_id": context.get_trial_id(), "sweep": experiment},
+        trial_meta={"trial_id": context.get_trial_id(), "sweep": experiment, "phase": phase},
         cache_dir=prefix_cache_dir(experiment_dir),
     )
     restored = tune.get_checkpoint()
@@ -142,8 +167,9 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
         # A diverged trial ends normally (it is not a bug to retry); its score is the best epoch
         # before the blow-up, or 0 so the sampler learns to avoid that region.
         best = result.best["score"] if result.best else 0.0
+        examples = result.history[-1]["examples"] + 1 if result.history else 1
         tune.report({"score": best, "stop_reason": "diverged", "error": result.message,
-                     "epoch": len(result.history) + 1})
+                     "examples": examples, "epoch": examples / len(data.train)})
 
 
 def _release_memory() -> None:
@@ -223,18 +249,33 @@ def _init_ray(cfg: AppConfig, address: str | None) -> None:
 
 
 def _build_trainable(cfg: AppConfig, data: PreparedData, name: str,
-                     trial_fn: Callable[..., None]):
+                     trial_fn: Callable[..., None], *, phase: str,
+                     resources: dict[str, float] | None = None):
     trainable = tune.with_parameters(
         trial_fn, cfg=cfg, data=data, fixed=fixed_params(cfg), experiment=name,
-        experiment_dir=experiment_path(cfg, name),
+        experiment_dir=experiment_path(cfg, name), phase=phase,
     )
-    resources = {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
+    resources = resources or {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
     return tune.with_resources(trainable, resources)
 
 
-def _searcher(cfg: AppConfig):
+class _DeadlineSearch(OptunaSearch):
+    """OptunaSearch that stops suggesting at a wall-clock deadline: the sweep stops launching
+    trials near its budget, while the trials already running go on to their end (so the first,
+    the untuned default, always finishes)."""
+
+    def __init__(self, *args: Any, deadline: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def suggest(self, trial_id: str):
+        if self.deadline is not None and time.time() >= self.deadline:
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
+
+def _searcher(cfg: AppConfig, budget_s: float | None):
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     # TPE needs a few random points first; Optuna's default of 10 would make a small sweep
     # purely random, so scale the start-up phase with the budget.
@@ -242,17 +283,41 @@ def _searcher(cfg: AppConfig):
     sampler = optuna.samplers.TPESampler(
         seed=cfg.tune.seed, multivariate=True, n_startup_trials=startup
     )
-    return OptunaSearch(space=optuna_space(cfg), metric="score", mode="max", sampler=sampler)
+    # The untuned default is the first trial: a sweep never returns worse than no tuning, and
+    # what the tuning bought is measured against it.
+    deadline = time.time() + budget_s if budget_s is not None else None
+    return _DeadlineSearch(space=optuna_space(cfg), metric="score", mode="max", sampler=sampler,
+                           points_to_evaluate=[default_point(cfg)], deadline=deadline)
 
 
-def _scheduler(cfg: AppConfig):
-    from ray.tune.schedulers import ASHAScheduler
+class DefaultKeepingASHA(ASHAScheduler):
+    """ASHA that never stops the untuned default trial: it is the baseline every other trial
+    must beat, so it runs its whole budget and is compared at equal fidelity."""
 
-    # "score" is the best epoch so far: ASHA's rungs and TPE both judge a trial by its best epoch.
-    return ASHAScheduler(
-        metric="score", mode="max", time_attr="training_iteration", max_t=cfg.train.epochs,
-        grace_period=min(cfg.tune.grace_period, cfg.train.epochs),
-        reduction_factor=cfg.tune.reduction_factor,
+    def __init__(self, *args: Any, default: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)  # records the rung
+        return TrialScheduler.CONTINUE if is_point(trial.config, self.default) else decision
+
+
+def _scheduler(cfg: AppConfig, data: PreparedData):
+    # Rungs are in training examples seen, so a poor trial can be cut before its first epoch
+    # ends. "score" is the best evaluation so far: ASHA and TPE judge a trial by its best.
+    from search.train import evaluation_steps
+
+    batch = cfg.default_params().batch_size
+    steps_per_epoch = math.ceil(len(data.train) / batch)
+    per_trial = steps_per_epoch * cfg.train.epochs * batch
+    first = evaluation_steps(cfg.train.eval_every, batch, steps_per_epoch) * batch
+    # A rung falls on an evaluation (trials report examples = steps x batch size), not beside it.
+    grace = max(1, round((cfg.tune.grace_period or first) / first)) * first
+    return DefaultKeepingASHA(
+        metric="score", mode="max", time_attr="examples", max_t=per_trial,
+        grace_period=min(grace, per_trial), reduction_factor=cfg.tune.reduction_factor,
+        default=default_point(cfg),
     )
 
 
@@ -262,37 +327,41 @@ def _progress_table(cfg: AppConfig):
         metric_columns={"epoch": "epoch", "score": "best " + cfg.train.metric,
                         "stop_reason": "stop"},
         parameter_columns=list(cfg.space.searched()),
-        max_report_frequency=15, metric="score", mode="max", sort_by_metric=True,
+        max_report_frequency=15, metric="score", mode="max",
     )
 
 
-def _run_config(cfg: AppConfig, name: str, recorder: ResultsRecorder):
+def _run_config(cfg: AppConfig, name: str, recorder: ResultsRecorder, storage: str):
     return tune.RunConfig(
         name=name,
-        storage_path=storage_root(cfg.tune.storage_path),
+        storage_path=storage,
         callbacks=[_RecorderCallback(recorder)],
         failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
-        # Trials report a checkpoint only when an epoch improves, so keeping one keeps the best.
+        # Trials report a checkpoint only when an evaluation improves: keeping one keeps the best.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         progress_reporter=_progress_table(cfg),
         verbose=1,  # status tables only, not every result
     )
 
 
-def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder):
+def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
+               data: PreparedData, budget_s: float | None):
     searched = cfg.space.searched()
     if not searched:
         raise SweepError("the search space has no searched dimension; give one a {low, high}")
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(cfg), scheduler=_scheduler(cfg), num_samples=cfg.tune.num_samples,
-        max_concurrent_trials=cfg.tune.max_concurrent_trials,
-        time_budget_s=cfg.tune.time_budget_s,
+        search_alg=_searcher(cfg, budget_s), scheduler=_scheduler(cfg, data),
+        num_samples=cfg.tune.num_samples, max_concurrent_trials=cfg.tune.max_concurrent_trials,
+        # New trials stop at the budget (the searcher's deadline); this hard stop only ends
+        # stragglers that run far past it (they keep their best evaluation).
+        time_budget_s=budget_s * STRAGGLER_FACTOR if budget_s is not None else None,
         # A trial's worker process stays for the next trial: no new process, no second import
         # of torch and transformers per trial.
         reuse_actors=True,
     )
     return tune.Tuner(trainable, tune_config=tune_config,
-                      run_config=_run_config(cfg, name, recorder))
+                      run_config=_run_config(cfg, name, recorder, storage_root(
+                          cfg.tune.storage_path)))
 
 
 def _restored_tuner(path: str, trainable):
@@ -301,6 +370,122 @@ def _restored_tuner(path: str, trainable):
     # restart_errored would crash OptunaSearch on Ray 2.60 (KeyError on new trial ids).
     return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True,
                               resume_errored=True)
+
+
+#: Trials still running this far past the search's budget (as a multiple of it) are stopped.
+STRAGGLER_FACTOR = 1.25
+#: Seconds of the budget kept for the test evaluations and the export after the final trial.
+EXPORT_RESERVE_S = 30.0
+#: The final trial trains at least this long, however little of the budget the search left.
+FINAL_MIN_S = 60.0
+FINAL_DIRNAME = "final"
+
+
+def search_setup(cfg: AppConfig, data: PreparedData) -> tuple[AppConfig, PreparedData]:
+    """The search's config and data: with ``tune.search_examples``, one pass over a stratified
+    subset of that many training examples, scored on ``tune.search_eval_examples``."""
+    if cfg.tune.search_examples is None:
+        return cfg, data
+    small = subset(data, train=cfg.tune.search_examples,
+                   validation=cfg.tune.search_eval_examples, seed=cfg.data.split_seed)
+    epochs = max(1, round(cfg.tune.search_examples / len(small.train)))
+    return _with_train(cfg, epochs=epochs), small
+
+
+def _with_train(cfg: AppConfig, **changes: Any) -> AppConfig:
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=changes)})
+
+
+def _search_budget(cfg: AppConfig) -> float | None:
+    budget = cfg.tune.time_budget_s
+    if budget is None or cfg.tune.search_examples is None:
+        return budget
+    return budget * cfg.tune.search_fraction
+
+
+def _final_cpus(cfg: AppConfig) -> float:
+    """The search's CPU lanes, joined for the one final trial (no more than one node has)."""
+    wanted = cfg.tune.cpus_per_trial * cfg.tune.max_concurrent_trials
+    largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+    return max(cfg.tune.cpus_per_trial, min(wanted, largest))
+
+
+def final_config(cfg: AppConfig, started: float, cpus: float) -> AppConfig:
+    """The final trial's config: what the budget has left (its lr schedule ends there), one
+    torch thread per CPU it holds (Ray pins reused workers to the search trials' one), and one
+    evaluation per epoch (and at its end) on the whole validation split: its evaluations only
+    pick its best checkpoint, and each costs a pass over that split."""
+    limit = cfg.train.time_limit_s
+    if cfg.tune.time_budget_s is not None:
+        left = cfg.tune.time_budget_s - (time.time() - started) - EXPORT_RESERVE_S
+        limit = max(FINAL_MIN_S, min(left, limit or left))
+    threads = cfg.train.num_threads
+    if threads is None and cfg.tune.gpus_per_trial == 0:
+        threads = max(1, int(cpus))
+    return _with_train(cfg, time_limit_s=limit, num_threads=threads, eval_every=None)
+
+
+def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
+    """Which search trial's configuration the final trial trains: the best one, unless it beats
+    the untuned default by less than ``tune.min_improvement`` (then the default's)."""
+    from search.results import read_trials, summarize_trials
+
+    frame = read_trials(path)
+    search = summarize_trials(frame[frame["phase"] != "final"])
+    search = search[search["score"].notna()]
+    if search.empty:
+        raise SweepError("no search trial finished an evaluation; nothing to train in full")
+    best, default = search.iloc[0], search[search["default_point"]]
+    reason = "best search trial"
+    if len(default) and best["score"] < default.iloc[0]["score"] + cfg.tune.min_improvement:
+        if best["trial_id"] != default.iloc[0]["trial_id"]:
+            reason = (f"untuned default: the best trial's lead ({best['score']:.4f} vs "
+                      f"{default.iloc[0]['score']:.4f}) is under tune.min_improvement")
+        best = default.iloc[0]
+    return {"trial_id": best["trial_id"], "reason": reason,
+            "params": {name: type_for(name)(best[name]) for name in cfg.space.searched()}}
+
+
+def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
+                trial_fn: Callable[..., None], resume: bool) -> None:
+    search_cfg, search_data = search_setup(cfg, data)
+    trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="search")
+    recorder.phase = "search"
+    if resume:
+        tuner = _restored_tuner(experiment_path(cfg, name), trainable)
+    else:
+        tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data,
+                           _search_budget(cfg))
+    tuner.fit()
+
+
+def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
+               trial_fn: Callable[..., None], started: float) -> None:
+    """Train the best search configuration on all the training data: one more Tune trial,
+    on the CPUs of the search's lanes, fitted to what the budget has left."""
+    path = results_path(cfg, name)
+    meta = read_sweep_meta(path)
+    final_dir = f"{experiment_path(cfg, name).rstrip('/')}/{FINAL_DIRNAME}"
+    cpus = _final_cpus(cfg)
+    if meta.get("phase") == "final":  # a resumed final trial keeps its params and its budget
+        params, final_cfg = meta["final_params"], build_config(meta["final_config"])
+    else:
+        choice, final_cfg = choose_final(cfg, path), final_config(cfg, started, cpus)
+        params = choice["params"]
+        log.warning("final trial: %s (%s)", choice["trial_id"], choice["reason"])
+        update_sweep_meta(path, phase="final", final_params=params, final_source=choice,
+                          final_config=final_cfg.model_dump(mode="json"))
+    trainable = _build_trainable(final_cfg, data, name, trial_fn, phase="final",
+                                 resources={"cpu": cpus, "gpu": cfg.tune.gpus_per_trial})
+    recorder.phase = "final"
+    if tune.Tuner.can_restore(final_dir):
+        tuner = _restored_tuner(final_dir, trainable)
+    else:
+        run_config = _run_config(final_cfg, FINAL_DIRNAME, recorder,
+                                 storage=experiment_path(cfg, name))
+        tuner = tune.Tuner(trainable, param_space=params, run_config=run_config,
+                           tune_config=tune.TuneConfig(num_samples=1))
+    tuner.fit()
 
 
 def run_sweep(
@@ -313,25 +498,32 @@ def run_sweep(
 ) -> Path:
     """Run (or resume) the sweep ``name``; returns the experiment directory.
 
-    ``trial_fn`` is the trainable body (default :func:`run_trial`); wrapping it is how tests
-    inject faults into real trials.
+    The search runs first (on a subset when ``tune.search_examples`` is set, then the best
+    configuration is trained on all the data as the final trial). ``trial_fn`` is the trainable
+    body (default :func:`run_trial`); wrapping it is how tests inject faults into real trials.
     """
+    started = time.time()
     model_dir = resolve_model_dir(cfg.model.name)
     validate_space(cfg, model_dir)
-    tune_path, path = experiment_path(cfg, name), results_path(cfg, name)
+    path = results_path(cfg, name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))  # once per sweep, for every trial
+    log.warning("data: %s, max_length %d (%s truncation; %.1f%% of training texts cut)",
+                data.sizes, data.max_length, data.truncation, 100 * data.truncated_share)
     _init_ray(cfg, address)
-    trainable = _build_trainable(cfg, data, name, trial_fn)
     recorder = ResultsRecorder(experiment_dir=path, keep_checkpoints=cfg.tune.keep_checkpoints,
-                               fixed=fixed_params(cfg))
+                               fixed=fixed_params(cfg), default=default_point(cfg))
     if resume:
-        tuner = _restored_tuner(tune_path, trainable)
+        if not tune.Tuner.can_restore(experiment_path(cfg, name)):
+            raise SweepError(f"no sweep to resume at {experiment_path(cfg, name)}")
+        started = time.time() - _elapsed_before(path)
     else:
         _start_meta(cfg, path, name, data)
-        tuner = _new_tuner(cfg, name, trainable, recorder)
     update_sweep_meta(path, status="running", resumed=resume or None)
     try:
-        tuner.fit()
+        if not resume or read_sweep_meta(path).get("phase", "search") == "search":
+            _run_search(cfg, data, name, recorder, trial_fn, resume)
+        if cfg.tune.search_examples is not None:
+            _run_final(cfg, data, name, recorder, trial_fn, started)
     except KeyboardInterrupt:
         update_sweep_meta(path, status="interrupted", ended_at=time.time())
         raise
@@ -339,14 +531,26 @@ def run_sweep(
     return Path(path)
 
 
+def _elapsed_before(path: str) -> float:
+    """Seconds the sweep ran before it was interrupted or killed (its budget counts them): up
+    to the last write of its results."""
+    from search.results import results_dir
+
+    meta = read_sweep_meta(path)
+    last = max((f.stat().st_mtime for f in results_dir(path).iterdir()), default=time.time())
+    return max(0.0, float(meta.get("ended_at") or last) - float(meta["started_at"]))
+
+
 def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData) -> None:
     if Path(path).exists() and any(Path(path).iterdir()):
         raise SweepError(f"sweep {name!r} already exists at {path}; use --resume or another --name")
     write_sweep_meta(path, {
-        "name": name, "status": "starting", "started_at": time.time(),
+        "name": name, "status": "starting", "started_at": time.time(), "phase": "search",
         "metric": cfg.train.metric, "mode": "max", "num_samples": cfg.tune.num_samples,
         "config": cfg.model_dump(mode="json"), "label_names": data.label_names,
         "data_fingerprint": data.fingerprint, "data_sizes": data.sizes,
+        "max_length": data.max_length, "truncation": data.truncation,
+        "truncated_share": data.truncated_share,
     })
 
 

@@ -24,7 +24,7 @@ from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
 from search.device import resolve_device
 from search.model import SFTModel, build_model, load_tokenizer
-from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_of_epoch, task_loss
+from search.objective import MaskingSpec, joint_loss, mask_tokens, task_loss
 from search.prefix_cache import setup_prefix_cache
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "Trainer",
     "TrialResult",
     "evaluate_split",
+    "evaluation_steps",
 ]
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
@@ -66,15 +67,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     ]
 
 
-def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
-    """Linear warm-up to the peak lr, then linear decay to zero."""
+def lr_factor(progress: float, warmup_ratio: float) -> float:
+    """Linear warm-up to the peak lr over the first ``warmup_ratio`` of training, then linear
+    decay to zero at its end. ``progress`` (0..1) is the share of the run done, in steps or in
+    time, whichever is further along: a time-limited run still decays to zero by its limit
+    (budgeted training, Li et al. 2020)."""
+    if progress < warmup_ratio:
+        return progress / warmup_ratio
+    return max(0.0, (1.0 - progress) / max(1e-9, 1.0 - warmup_ratio))
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def evaluation_steps(eval_every: int | None, batch_size: int, steps_per_epoch: int) -> int:
+    """Optimizer steps between evaluations: ``eval_every`` examples, else one epoch."""
+    return max(1, round(eval_every / batch_size)) if eval_every else steps_per_epoch
 
 
 def _macro_f1(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> float:
@@ -112,8 +117,31 @@ def evaluate_split(
     }
 
 
+@dataclass
+class _Progress:
+    """Where a run stands: steps and examples done, and the share of the run behind it."""
+
+    step: int = 0
+    start_step: int = 0  # where this run began (after a resume: the checkpoint's step)
+    start_progress: float = 0.0
+    started: float = field(default_factory=lambda: time.perf_counter())
+    stale: int = 0  # evaluations since the best one
+
+    def share(self, total_steps: int, time_limit_s: float | None, ahead: int = 0) -> float:
+        """0..1: the further along of steps (``ahead`` more than done) and wall time, over what
+        was left at the start."""
+        by_steps = (self.step + ahead - self.start_step) / max(1, total_steps - self.start_step)
+        by_time = (time.perf_counter() - self.started) / time_limit_s if time_limit_s else 0.0
+        return self.start_progress + (1 - self.start_progress) * min(1.0, max(by_steps, by_time))
+
+
 class Trainer:
-    """Trains one trial: build the model, run the staged objective, keep the best epoch."""
+    """Trains one trial: build the model, run the staged objective, keep the best evaluation.
+
+    The run is ``train.epochs`` passes over ``data.train`` (or less, when ``train.time_limit_s``
+    runs out first). It is evaluated every ``train.eval_every`` examples (else once per epoch)
+    and at its end; each evaluation is reported, and the best one is checkpointed.
+    """
 
     def __init__(
         self,
@@ -143,8 +171,10 @@ class Trainer:
         # the optimizer step is a visible share of each step (HF Trainer also defaults to it).
         self.optimizer = torch.optim.AdamW(groups, lr=params.lr, fused=True)
         self.steps_per_epoch = math.ceil(len(data.train) / params.batch_size)
-        total = self.steps_per_epoch * cfg.train.epochs
-        self.scheduler = linear_schedule(self.optimizer, round(total * params.warmup_ratio), total)
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.eval_steps = evaluation_steps(cfg.train.eval_every, params.batch_size,
+                                           self.steps_per_epoch)
+        self.joint_steps = self.steps_per_epoch * params.joint_epochs
         self.rng = np.random.default_rng(cfg.train.seed)
         self.mask_generator = torch.Generator().manual_seed(cfg.train.seed)
         self.masking = MaskingSpec(
@@ -202,42 +232,37 @@ class Trainer:
             loss = joint_loss(lm, task, self.params.alpha) if lm is not None else task
         return loss, task, lm
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[float, float]:
-        """One optimizer step; returns (task loss, LM loss or NaN)."""
+    def _step(self, batch: dict[str, torch.Tensor], stage: str, lr: float) -> tuple[float, float]:
+        """One optimizer step at learning rate ``lr``; returns (task loss, LM loss or NaN)."""
         loss, task, lm = self.compute_loss(batch, stage)
         if not torch.isfinite(loss):
             raise DivergedError(f"diverged: loss is {loss.item()} (non-finite)")
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
         return task.item(), (lm.item() if lm is not None else math.nan)
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        stage = stage_of_epoch(epoch, self.params.joint_epochs)
-        self.model.train()
-        task_sum, lm_sum, tokens, steps = 0.0, 0.0, 0, 0
-        start = time.perf_counter()
+    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Epoch ``epoch``'s (0-based) batches, minus the first ``skip``. The order is drawn
+        from (seed, epoch) alone, so a resumed run sees the batches it would have seen."""
+        rng = np.random.default_rng([self.cfg.train.seed, epoch])
         batches = iter_batches(
             self.data.train, self.params.batch_size, self.data.pad_id,
-            shuffle=True, generator=self.rng, by_length=self.cfg.train.group_by_length,
+            shuffle=True, generator=rng, by_length=self.cfg.train.group_by_length,
         )
-        for batch in self._progress(batches, epoch, stage):
-            tokens += int(batch["attention_mask"].sum())
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            task, lm = self._step(batch, stage)
-            task_sum, lm_sum, steps = task_sum + task, lm_sum + lm, steps + 1
-        seconds = time.perf_counter() - start
-        return {
-            "epoch": epoch, "stage": stage,
-            "train_task_loss": task_sum / steps, "train_lm_loss": lm_sum / steps,
-            "train_time_s": seconds, "tokens_per_s": tokens / seconds,
-            "examples_per_s": len(self.data.train) / seconds,
-            "lr": self.scheduler.get_last_lr()[0],
-            "prefix_cache": self.prefix_cache is not None,
-            **self._peak_memory(),
-        }
+        for index, batch in enumerate(batches):
+            if index >= skip:
+                yield batch
+
+    def _batches(self, state: _Progress) -> Iterator[tuple[dict[str, torch.Tensor], str]]:
+        """(batch, stage) pairs from ``state.step`` to the planned end of the run."""
+        for epoch in range(state.step // self.steps_per_epoch, self.cfg.train.epochs):
+            skip = state.step - epoch * self.steps_per_epoch
+            for batch in self._epoch_batches(epoch, max(0, skip)):
+                yield batch, ("joint" if state.step < self.joint_steps else "task")
 
     def _peak_memory(self) -> dict[str, float]:
         """Peak RSS of this process and, on CUDA, peak GPU memory allocated, in MiB."""
@@ -249,22 +274,23 @@ class Trainer:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         return {"peak_rss_mib": rss, "peak_gpu_mem_mib": gpu}
 
-    def _progress(self, batches, epoch: int, stage: str):
+    def _progress_bar(self, batches, state: _Progress):
         if not self.progress:
             return batches
         from tqdm.auto import tqdm
 
-        total_epochs = self.cfg.train.epochs
-        desc = f"epoch {epoch}/{total_epochs} ({stage})"
-        return tqdm(batches, total=self.steps_per_epoch, desc=desc, unit="step", leave=True)
+        return tqdm(batches, total=self.total_steps - state.step, unit="step", leave=True,
+                    desc=f"training ({self.cfg.train.epochs} epochs)")
 
     def evaluate(self, split: EncodedSplit) -> dict[str, float]:
         self.model.eval()
         with self._autocast():
-            return evaluate_split(
+            metrics = evaluate_split(
                 self.task_logits, split, batch_size=self.cfg.train.eval_batch_size,
                 pad_id=self.data.pad_id, device=self.device, num_labels=len(self.data.label_names),
             )
+        self.model.train()
+        return metrics
 
     def _save_best(self, metrics: dict[str, Any]) -> Path:
         meta = {
@@ -273,6 +299,8 @@ class Trainer:
             "metrics": metrics,
             "data_fingerprint": self.data.fingerprint,
             "data_sizes": self.data.sizes,
+            "max_length": self.data.max_length,
+            "truncation": self.data.truncation,
             "base_model": self.cfg.model.name,
             **self.trial_meta,
         }
@@ -280,16 +308,11 @@ class Trainer:
             self.workdir / "best", model=self.model.classifier, tokenizer=self.tokenizer, meta=meta
         )
 
-    def _stop_reason(self, epoch: int, stale: int) -> str:
-        if epoch >= self.cfg.train.epochs:
-            return "completed"
-        return "early_stopped" if stale >= self.cfg.train.patience else "running"
+    def _resume(self, checkpoint: Path, result: TrialResult) -> _Progress:
+        """Load a checkpoint of this trial; returns where to continue from.
 
-    def _resume(self, checkpoint: Path, result: TrialResult) -> int:
-        """Load a checkpoint of this trial; returns the epoch to continue from.
-
-        Checkpoints hold weights only, so AdamW's moments restart; the lr schedule and the
-        best-so-far score continue where the checkpoint left them.
+        Checkpoints hold weights only, so AdamW's moments restart; the data order, the lr
+        schedule and the best-so-far score continue where the checkpoint left them.
         """
         from safetensors.torch import load_file
 
@@ -298,38 +321,95 @@ class Trainer:
         self.model.classifier.load_state_dict(state)
         result.best = artifacts.read_meta(checkpoint)["metrics"]
         result.checkpoint_dir = Path(checkpoint)
-        done = int(result.best["epoch"])
-        for _ in range(done * self.steps_per_epoch):
-            self.scheduler.step()
-        return done + 1
+        step = int(result.best["step"])
+        # A time-limited run's share may have run ahead of its steps; else the steps tell it.
+        done = float(result.best["progress"]) if self.cfg.train.time_limit_s else 0.0
+        return _Progress(step=step, start_step=step,
+                         start_progress=max(done, step / self.total_steps))
 
     def fit(self, resume_from: Path | None = None) -> TrialResult:
-        """Run the epochs (until early stopping or divergence) and return the result.
+        """Train until the steps (or ``train.time_limit_s``) run out, early stopping or
+        divergence, and return the result.
 
-        Every epoch's metrics carry ``score`` (the best epoch so far: a trial is judged by its
-        best epoch, not its last) and ``stop_reason`` (running, completed or early_stopped).
+        Every evaluation's metrics carry ``score`` (the best evaluation so far: a trial is judged
+        by its best evaluation, not its last) and ``stop_reason`` (running, completed or
+        early_stopped).
         """
         result = TrialResult(params=self.params)
-        first = self._resume(resume_from, result) if resume_from else 1
-        metric, stale, started = self.cfg.train.metric, 0, time.perf_counter()
-        for epoch in range(first, self.cfg.train.epochs + 1):
+        state = self._resume(resume_from, result) if resume_from else _Progress()
+        self.model.train()
+        window = _Window()
+        time_limit = self.cfg.train.time_limit_s
+        for batch, stage in self._progress_bar(self._batches(state), state):
+            share = state.share(self.total_steps, time_limit, ahead=1)  # this step's end
+            lr = self.params.lr * lr_factor(share, self.params.warmup_ratio)
             try:
-                metrics = self._train_epoch(epoch)
+                window.add(batch, stage, *self._step(batch, stage, lr))
             except DivergedError as err:
                 result.stop_reason, result.message = "diverged", str(err)
                 return result
-            metrics.update({f"val_{k}": v for k, v in self.evaluate(self.data.validation).items()})
-            metrics["wall_time_s"] = time.perf_counter() - started
-            improved = result.best is None or metrics[metric] > result.best[metric]
-            stale = 0 if improved else stale + 1
-            metrics["score"] = metrics[metric] if improved else result.best[metric]
-            metrics["stop_reason"] = self._stop_reason(epoch, stale)
-            result.history.append(metrics)
-            if improved:
-                result.best = metrics
-                result.checkpoint_dir = self._save_best(metrics)
-            self.report(metrics, result.checkpoint_dir if improved else None)
-            if metrics["stop_reason"] != "running":
-                result.stop_reason = metrics["stop_reason"]
-                break
+            state.step += 1
+            done = state.share(self.total_steps, time_limit) >= 1.0
+            if done or state.step % self.eval_steps == 0:
+                metrics = self._evaluation(state, window, lr, done, result)
+                window = _Window()
+                if metrics["stop_reason"] != "running":
+                    result.stop_reason = metrics["stop_reason"]
+                    break
         return result
+
+    def _evaluation(self, state: _Progress, window: _Window, lr: float, done: bool,
+                    result: TrialResult) -> dict[str, Any]:
+        """Evaluate on validation, keep the best, report; returns the reported metrics."""
+        # examples = steps x batch size (the last batch of an epoch may be shorter): ASHA's time
+        # axis, on which its rungs fall exactly at evaluations.
+        metrics = {
+            "epoch": state.step / self.steps_per_epoch,
+            "examples": state.step * self.params.batch_size, "step": state.step,
+            "progress": state.share(self.total_steps, self.cfg.train.time_limit_s),
+            "lr": lr, "prefix_cache": self.prefix_cache is not None,
+            **window.summary(), **self._peak_memory(),
+        }
+        metrics.update({f"val_{k}": v for k, v in self.evaluate(self.data.validation).items()})
+        metrics["wall_time_s"] = time.perf_counter() - state.started
+        metric = self.cfg.train.metric
+        improved = result.best is None or metrics[metric] > result.best[metric]
+        state.stale = 0 if improved else state.stale + 1
+        metrics["score"] = metrics[metric] if improved else result.best[metric]
+        stopped = state.stale >= self.cfg.train.patience
+        metrics["stop_reason"] = (
+            "completed" if done else "early_stopped" if stopped else "running"
+        )
+        result.history.append(metrics)
+        if improved:
+            result.best = metrics
+            result.checkpoint_dir = self._save_best(metrics)
+        self.report(metrics, result.checkpoint_dir if improved else None)
+        return metrics
+
+
+@dataclass
+class _Window:
+    """Training losses and throughput since the last evaluation."""
+
+    task_sum: float = 0.0
+    lm_sum: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    stage: str = "task"
+    started: float = field(default_factory=lambda: time.perf_counter())
+
+    def add(self, batch: dict[str, torch.Tensor], stage: str, task: float, lm: float) -> None:
+        self.task_sum, self.lm_sum = self.task_sum + task, self.lm_sum + lm
+        self.steps += 1
+        self.tokens += int(batch["attention_mask"].sum())
+        self.stage = stage
+
+    def summary(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        return {
+            "stage": self.stage,
+            "train_task_loss": self.task_sum / max(1, self.steps),
+            "train_lm_loss": self.lm_sum / max(1, self.steps) if self.steps else math.nan,
+            "train_time_s": seconds, "tokens_per_s": self.tokens / max(seconds, 1e-9),
+        }

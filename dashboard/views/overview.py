@@ -11,6 +11,7 @@ __all__ = ["render"]
 
 _TABLE = {
     "trial_id": st.column_config.TextColumn("trial", pinned=True),
+    "phase": st.column_config.TextColumn("phase"),
     "status_label": st.column_config.TextColumn("status", width="medium"),
     "score": st.column_config.NumberColumn("best metric", format="%.4f"),
     "alpha": st.column_config.NumberColumn("α", format="%.3g"),
@@ -22,8 +23,8 @@ _TABLE = {
     "batch_size": st.column_config.NumberColumn("batch"),
     "joint_epochs": st.column_config.NumberColumn("joint epochs"),
     "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
-    "best_epoch": st.column_config.NumberColumn("best epoch", format="%d"),
-    "epochs": st.column_config.NumberColumn("epochs"),
+    "best_epoch": st.column_config.NumberColumn("best epoch", format="%.2f"),
+    "epochs": st.column_config.NumberColumn("epochs", format="%.2f"),
     "time_s": st.column_config.NumberColumn("time (s)", format="%.0f"),
 }
 
@@ -63,13 +64,28 @@ def _best_card(sweep: loaders.Sweep) -> None:
         st.info("No trial has finished an epoch yet, so there is no best trial.")
         return
     with st.container(border=True):
-        st.subheader(f"Best trial: {card['trial_id']}")
-        st.caption(f"{card['status']}; best epoch {card['best_epoch']} of {card['epochs']} run")
+        kind = "Final model" if card["final"] else "Best trial"
+        st.subheader(f"{kind}: {card['trial_id']}")
+        what = "the best configuration trained on all the data; " if card["final"] else ""
+        st.caption(f"{what}{card['status']}; best evaluation at epoch {card['best_epoch']:g} "
+                   f"of {card['epochs']:g} run")
         params, val, test = st.columns(3)
         params.markdown("**Params**\n\n" + _bullets(card["params"]))
         val.markdown("**Validation (best epoch)**\n\n" + _bullets(card["val"]))
         test.markdown("**Test (held out)**\n\n" + (
             _bullets(card["test"]) if card["test"] else "not evaluated yet: run `sftune best`"))
+        if card["tuning_gain"]:
+            st.markdown(_gain_text(card["tuning_gain"]))
+
+
+def _gain_text(gain: dict) -> str:
+    """What the tuning bought over the untuned default trial, on the test split."""
+    at = (f"at search fidelity ({gain['search_examples']:,} training examples)"
+          if gain["fidelity"] == "subset" else "at full fidelity")
+    return (f"**What tuning bought** {at}: test accuracy {gain['tuned_accuracy']:.4f} vs "
+            f"{gain['default_accuracy']:.4f} for the untuned default "
+            f"(**{100 * gain['gain_accuracy']:+.1f} points**), macro-F1 "
+            f"{100 * gain['gain_f1_macro']:+.1f} points.")
 
 
 def _bullets(values: dict) -> str:

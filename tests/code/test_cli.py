@@ -47,6 +47,6 @@ def test_sftune_train_smoke_config_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "best epoch" in proc.stdout
+    assert "best evaluation at epoch" in proc.stdout
     meta = json.loads((tmp_path / "smoke" / "best" / "sftune.json").read_text())
     assert meta["label_names"] == ["rotten", "fresh"]

@@ -9,10 +9,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_build_and_give_a_trainable_point():
-    params = AppConfig().default_params()
+    cfg = AppConfig()
+    params = cfg.default_params()
     assert params.frozen_depth == 0
-    assert params.alpha == pytest.approx(30.0)
-    assert isinstance(params.batch_size, int)
+    assert params.alpha == pytest.approx(cfg.space.alpha.default)
+    assert params.joint_epochs == 0  # the untuned point is a plain task-loss fine-tune
+    assert isinstance(params.batch_size, int) and isinstance(params.joint_epochs, int)
 
 
 def test_overrides_are_parsed_as_yaml_and_nested():

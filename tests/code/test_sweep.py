@@ -12,7 +12,7 @@ from ray import cloudpickle
 from search import artifacts
 from search.results import read_sweep_meta, read_trials, summarize_trials
 from search.sweep import SweepError, run_sweep, run_trial
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_data
 
 pytestmark = pytest.mark.slow
 # Trial wrappers below are shipped to Ray workers by value (the tests package is not on their path).
@@ -58,8 +58,14 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     # The best trial is judged by its best epoch, not its last.
     best = summary.iloc[0]
     assert best["score"] == frame["val_accuracy"].max()
+    # The untuned default point is one of the trials, exactly once.
+    default = summary[summary["default_point"]]
+    assert len(default) == 1
+    assert default.iloc[0]["lr"] == pytest.approx(cfg.default_params().lr)
+    # Only the top-2 trials keep checkpoints, plus the default (the tuning gain's baseline).
     kept = summary["checkpoint"].map(lambda c: isinstance(c, str) and Path(c).is_dir())
-    assert kept.sum() == 2 and kept.iloc[:2].all()  # only the top-2 trials keep checkpoints
+    assert set(summary["trial_id"][kept]) == {*summary["trial_id"].iloc[:2],
+                                              default.iloc[0]["trial_id"]}
     meta = read_sweep_meta(path)
     assert meta["status"] == "finished" and meta["best"]["trial_id"] == best["trial_id"]
     assert (path / "sftune" / "optuna.db").is_file()
@@ -79,7 +85,7 @@ def test_asha_stops_a_poor_trial_early(tiny_model_dir, reviews_csv, tmp_path):
     # chance, below the good trials', and ASHA (grace 1, factor 2) stops it there.
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=6",
                "tune.max_concurrent_trials=1", "train.epochs=3", "train.patience=5",
-               "space.lr={choices: [1.0e-9, 0.004]}", "space.frozen_depth=0")
+               "space.lr={choices: [1.0e-9, 0.004], default: 0.004}", "space.frozen_depth=0")
     summary = summarize_trials(read_trials(run_sweep(cfg, name="asha")))
     assert len(summary) == 6
     stopped = summary[summary["stop_reason"] == "asha_stopped"]
@@ -163,3 +169,115 @@ def test_trials_share_the_frozen_prefix_cache_under_the_experiment(
     assert len(arrays) == 1, "one shared activation file for the one (model, data, k) key"
     summary = summarize_trials(read_trials(path))
     assert len(summary) == 3 and summary["score"].notna().all()
+
+
+def test_search_on_a_subset_then_the_best_config_trains_on_all_data(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    from search.best import export_best
+
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=4",
+               "tune.search_examples=64", "tune.search_eval_examples=32", "train.epochs=1",
+               "train.eval_every=32", "train.patience=10", "tune.keep_checkpoints=1",
+               "space.joint_epochs={choices: [0, 1], default: 1}")
+    path = run_sweep(cfg, name="phases")
+    frame = read_trials(path)
+    summary = summarize_trials(frame)
+    search, final = summary[summary["phase"] == "search"], summary[summary["phase"] == "final"]
+    assert len(search) == 4 and len(final) == 1, summary[["trial_id", "phase", "status"]]
+    # The untuned default point is the first trial.
+    first = frame[frame["default_point"]].iloc[0]
+    assert frame[frame["default_point"]]["trial_id"].nunique() == 1
+    assert first["timestamp"] <= frame["timestamp"].min()
+    assert first["lr"] == pytest.approx(cfg.default_params().lr)
+    # Search trials saw one pass over 64 examples, evaluated mid-way; the final trial all of them.
+    assert frame[frame["phase"] == "search"]["examples"].max() == 64
+    assert sorted(frame[frame["trial_id"] == first["trial_id"]]["examples"]) == [32, 64]
+    rows = len(tiny_data(cfg).train)
+    assert final.iloc[0]["epochs"] == 1.0 and frame[frame["phase"] == "final"]["examples"].max() \
+        >= rows
+    # ... with the best search trial's configuration.
+    for name in ("lr", "frozen_depth", "dropout", "weight_decay", "joint_epochs"):
+        assert final.iloc[0][name] == pytest.approx(search.iloc[0][name])
+    # The LM term runs in joint trials only; a searched joint_epochs takes both values.
+    joint = frame[frame["phase"] == "search"].groupby("joint_epochs")["train_lm_loss"]
+    assert set(joint.groups) == {0, 1}
+    assert joint.apply(lambda s: s.notna().all()).to_dict() == {0: False, 1: True}
+
+    exported = export_best(path, tmp_path / "export")
+    assert exported["phase"] == "final" and exported["trial_id"] == final.iloc[0]["trial_id"]
+    gain = read_sweep_meta(path)["tuning_gain"]
+    assert gain["default_trial"] == first["trial_id"]
+    assert gain["tuned_trial"] == search.iloc[0]["trial_id"]
+    assert gain["gain_accuracy"] == pytest.approx(gain["tuned_accuracy"]
+                                                  - gain["default_accuracy"])
+    assert artifacts.read_meta(tmp_path / "export")["tuning_gain"] == gain
+
+
+def test_asha_cuts_a_poor_trial_before_its_first_epoch_ends(tiny_model_dir, reviews_csv,
+                                                            tmp_path):
+    # Four evaluations an epoch; the rung is the first one. lr 1e-9 cannot learn.
+    rows = len(tiny_data(_cfg(tiny_model_dir, reviews_csv, tmp_path)).train)
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=6",
+               "tune.max_concurrent_trials=1", "train.epochs=1", f"train.eval_every={rows // 4}",
+               "train.patience=10", "space.lr={choices: [1.0e-9, 0.004], default: 0.004}",
+               "space.frozen_depth=0")
+    summary = summarize_trials(read_trials(run_sweep(cfg, name="asha-mid")))
+    stopped = summary[summary["stop_reason"] == "asha_stopped"]
+    assert len(stopped) >= 1
+    assert (stopped["epochs"] < 1).all()
+    assert (summary[summary["stop_reason"] == "completed"]["epochs"] == 1).all()
+
+
+def test_time_budget_stops_launching_and_the_sweep_still_exports(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    from search.best import export_best
+
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=200",
+               "tune.max_concurrent_trials=1", "train.epochs=1", "tune.time_budget_s=20")
+    path = run_sweep(cfg, name="budget")
+    summary = summarize_trials(read_trials(path))
+    assert 1 <= len(summary) < 200
+    assert export_best(path, tmp_path / "export")["test_accuracy"] >= 0
+
+
+def test_final_trial_gets_what_the_budget_left_all_lanes_and_per_epoch_evaluation(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    import time
+
+    from search.sweep import EXPORT_RESERVE_S, FINAL_MIN_S, final_config
+
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.time_budget_s=600",
+               "train.eval_every=16")
+    final = final_config(cfg, started=time.time() - 100, cpus=2)
+    assert final.train.time_limit_s == pytest.approx(600 - 100 - EXPORT_RESERVE_S, abs=2)
+    assert final.train.num_threads == 2 and final.train.eval_every is None
+    late = final_config(cfg, started=time.time() - 590, cpus=2)
+    assert late.train.time_limit_s == FINAL_MIN_S
+    assert final_config(_cfg(tiny_model_dir, reviews_csv, tmp_path), time.time(),
+                        cpus=2).train.time_limit_s is None
+
+
+def test_asha_never_cuts_the_untuned_default():
+    # Judged at the same rung with the same low score, ASHA stops the other trial, never the
+    # default (it is the baseline every trial is compared with at equal fidelity).
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from search.sweep import DefaultKeepingASHA
+
+    scheduler = DefaultKeepingASHA(metric="score", mode="max", time_attr="examples", max_t=100,
+                                   grace_period=10, reduction_factor=2, default={"lr": 1e-9})
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"lr": lr})
+              for i, lr in enumerate([0.1, 0.1, 0.1, 1e-9, 2e-9])]
+    decisions = {}
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+        score = 0.9 if trial.config["lr"] > 1e-3 else 0.1
+        decisions[trial.trial_id] = scheduler.on_trial_result(None, trial,
+                                                              {"examples": 10, "score": score})
+    assert decisions["t4"] == TrialScheduler.STOP
+    assert decisions["t3"] == TrialScheduler.CONTINUE

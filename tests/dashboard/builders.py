@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from search.config import AppConfig
+from dashboard.synthetic import SYNTHETIC_SPACE, synthetic_config
 from search.results import results_dir, write_sweep_meta, write_trials
 
 NAN = math.nan
@@ -50,7 +50,7 @@ TINY_TRIALS = ["t_best", "t_patience", "t_asha", "t_diverged", "t_error"]
 
 
 def meta(name: str, *, status: str = "finished", **extra) -> dict:
-    cfg = AppConfig().model_dump(mode="json")
+    cfg = synthetic_config()
     return {"name": name, "status": status, "metric": "val_accuracy", "mode": "max",
             "started_at": time.time() - 600, "ended_at": None if status == "running" else
             time.time() - 60, "num_samples": 5, "config": cfg,
@@ -90,3 +90,7 @@ def write_corrupt(storage: Path, name: str = "broken") -> Path:
     data = target.read_bytes()
     target.write_bytes(data[: len(data) // 2])
     return path
+
+
+#: --set overrides that give a config the space the synthetic and tiny sweeps are drawn from.
+SPACE_OVERRIDES = [f"space.{name}={value}" for name, value in SYNTHETIC_SPACE.items()]

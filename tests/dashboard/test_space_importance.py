@@ -7,10 +7,12 @@ import pytest
 
 from dashboard import importance, loaders, space
 from search.config import load_config
+from tests.dashboard.builders import SPACE_OVERRIDES
 
 
 def _meta(*overrides: str) -> dict:
-    return {"config": load_config(None, list(overrides)).model_dump(mode="json")}
+    # The space the builders' trials were drawn from, plus the test's changes.
+    return {"config": load_config(None, [*SPACE_OVERRIDES, *overrides]).model_dump(mode="json")}
 
 
 def test_space_knows_which_params_are_log_scaled():

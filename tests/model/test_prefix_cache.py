@@ -53,8 +53,8 @@ def _val_logits(trainer) -> torch.Tensor:
 def _record_steps(trainer) -> list[tuple[float, float]]:
     steps, step = [], trainer._step
 
-    def recording(batch, stage):
-        steps.append(step(batch, stage))
+    def recording(batch, stage, lr):
+        steps.append(step(batch, stage, lr))
         return steps[-1]
 
     trainer._step = recording

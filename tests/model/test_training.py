@@ -125,3 +125,48 @@ def test_resume_continues_after_the_checkpointed_epoch(tiny_model_dir, reviews_c
     again = fresh.evaluate(fresh.data.validation)
     assert again["accuracy"] == first.best["val_accuracy"]
     assert again["loss"] == pytest.approx(first.best["val_loss"], rel=1e-5)
+
+
+def test_evaluations_fall_mid_epoch_with_eval_every(tiny_model_dir, reviews_csv, tmp_path):
+    # Batch 8, evaluated every quarter of an epoch (the toy training split is 320 rows).
+    rows = len(tiny_data(tiny_config(tiny_model_dir, reviews_csv)).train)
+    assert rows % 32 == 0
+    reports = []
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.epochs=1",
+                       f"train.eval_every={rows // 4}", "train.patience=10",
+                       report=lambda m, c: reports.append((m, c)))
+    trainer.fit()
+    assert [m["examples"] for m, _ in reports] == [rows // 4 * k for k in (1, 2, 3, 4)]
+    assert [m["epoch"] for m, _ in reports] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert reports[0][1] is not None  # the first evaluation is the best so far: checkpointed
+    assert all(m["stop_reason"] == "running" for m, _ in reports[:-1])
+    assert reports[-1][0]["stop_reason"] == "completed"
+
+
+def test_lr_factor_warms_up_then_decays_to_zero():
+    from search.train import lr_factor
+
+    assert lr_factor(0.05, 0.1) == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1) == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1) == pytest.approx(0.5)
+    assert lr_factor(1.0, 0.1) == 0.0
+
+
+def test_time_limit_ends_training_early_with_the_lr_decayed(
+    tiny_model_dir, reviews_csv, tmp_path, monkeypatch
+):
+    # A clock that moves 1 s per reading (a few readings a step): a 40 s limit ends the run
+    # well before its 80 steps, and the schedule, which follows the clock, reaches zero there.
+    from search import train
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.epochs=2",
+                       "train.time_limit_s=40", "train.patience=100")
+    lrs = []
+    step = trainer._step
+    trainer._step = lambda batch, stage, lr: lrs.append(lr) or step(batch, stage, lr)
+    result = trainer.fit()
+    assert 5 <= len(lrs) < trainer.total_steps // 2
+    assert result.stop_reason == "completed" and result.history[-1]["progress"] == 1.0
+    assert lrs[-1] < 0.3 * max(lrs)  # decaying to zero by the limit, not cut at its peak
