@@ -1,0 +1,237 @@
+r"""Quality: the test accuracy a user gets from sftune, against simple baselines, over split seeds.
+
+For each dataset and split seed, on the same splits and the same cores, with the same wall budget:
+
+- ``tfidf``: TF-IDF (word uni- and bigrams) + a linear SVM (scikit-learn), on the training split;
+- ``untuned``: one plain fine-tune of the same model at the usual defaults (task loss only, no
+  frozen layers, ``--untuned-lr``), on all the training data for up to 3 epochs, its lr schedule
+  fitted to the budget (``train.time_limit_s``), best evaluation kept;
+- ``sftune``: ``sftune sweep --config configs/default.yaml`` given the budget
+  (``tune.time_budget_s``), then its exported model tested once.
+
+Each system runs in its own process, one after the other, so none shares the cores with another.
+
+    .venv/bin/python bench/quality.py                          # reviews, 3 seeds, make run's budget
+    .venv/bin/python bench/quality.py --datasets debates speeches --seeds 0 --budget 240
+    .venv/bin/python bench/quality.py --quick                  # minutes: checks the harness
+
+Writes bench/results/quality[-TAG].json and prints the table (means +- sd over the seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import print_table, write_json  # noqa: E402
+from bench.datasets import load  # noqa: E402
+
+CONFIG = ROOT / "configs" / "default.yaml"
+#: Seconds of the budget the untuned run keeps for its test evaluation, as the sweep does.
+RESERVE_S = 30.0
+SYSTEMS = ("tfidf", "untuned", "sftune")
+
+
+def _config(source: str, seed: int, extra: list[str]):
+    from search.config import load_config
+
+    return load_config(CONFIG, [f"data.source={source}", f"data.split_seed={seed}", *extra])
+
+
+def _majority(labels) -> float:
+    return float(labels.value_counts(normalize=True).max())
+
+
+def run_tfidf(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.svm import LinearSVC
+
+    from search.data import load_labeled_frame, split_frame
+
+    cfg = _config(source, seed, [])
+    frame, names = load_labeled_frame(cfg.data)
+    splits = split_frame(frame, cfg.data, names)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    model = LinearSVC().fit(vectorizer.fit_transform(splits.train["text"]),
+                            splits.train["label"])
+    predicted = model.predict(vectorizer.transform(splits.test["text"]))
+    return {"test_accuracy": accuracy_score(splits.test["label"], predicted),
+            "test_f1_macro": f1_score(splits.test["label"], predicted, average="macro"),
+            "majority_test_accuracy": _majority(splits.test["label"]),
+            "train_examples": len(splits.train), "test_examples": len(splits.test)}
+
+
+def run_untuned(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+    from search.best import evaluate_checkpoint
+    from search.data import prepare_data
+    from search.model import load_tokenizer, resolve_model_dir
+    from search.train import Trainer
+
+    start = time.perf_counter()
+    cfg = _config(source, seed, [
+        f"space.lr={args.untuned_lr}", "space.frozen_depth=0", "space.joint_epochs=0",
+        "space.dropout=0.1", "space.weight_decay=0.01", f"train.epochs={args.untuned_epochs}",
+        "train.eval_every=null", "train.patience=10"])
+    model_dir = resolve_model_dir(cfg.model.name)
+    data = prepare_data(cfg.data, load_tokenizer(model_dir))
+    limit = budget - RESERVE_S - (time.perf_counter() - start)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"time_limit_s": limit})})
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Trainer(cfg=cfg, params=cfg.default_params(), data=data, model_dir=model_dir,
+                         workdir=Path(tmp)).fit()
+        test = evaluate_checkpoint(result.checkpoint_dir, cfg)
+    return {**test, "best_val_accuracy": result.best["val_accuracy"],
+            "epochs_run": result.history[-1]["epoch"], "lr": args.untuned_lr,
+            "train_examples": len(data.train), "max_length": data.max_length}
+
+
+def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+    from search.best import export_best
+    from search.results import read_trials, summarize_trials
+    from search.sweep import run_sweep
+
+    with tempfile.TemporaryDirectory() as storage:
+        cfg = _config(source, seed, [f"tune.time_budget_s={budget}",
+                                     f"tune.storage_path={storage}", "tune.optuna_db=false",
+                                     *args.set])
+        path = run_sweep(cfg, name="quality")
+        best = export_best(path)
+        summary = summarize_trials(read_trials(path))
+    search = summary[summary["phase"] != "final"]
+    majority = _val_majority(cfg)
+    at_majority = search["val_accuracy"] <= majority + 1e-9
+    gain = best.get("tuning_gain") or {}
+    return {"test_accuracy": best["test_accuracy"], "test_f1_macro": best["test_f1_macro"],
+            "best_val_accuracy": best["score"], "search_trials": len(search),
+            "trials_at_majority": int(at_majority.sum()), "val_majority": majority,
+            "tuning_gain_accuracy": gain.get("gain_accuracy"),
+            "default_trial_test_accuracy": gain.get("default_accuracy"),
+            "chosen": {k: summary[summary["trial_id"] == best["trial_id"]].iloc[0][k]
+                       for k in ("lr", "frozen_depth", "joint_epochs", "alpha", "weight_decay",
+                                 "dropout", "epochs")},
+            "stop_reasons": search["stop_reason"].value_counts().to_dict()}
+
+
+def _val_majority(cfg) -> float:
+    """The majority-class share of the (search) validation split: what learning nothing scores."""
+    from search.data import load_labeled_frame, split_frame
+
+    frame, names = load_labeled_frame(cfg.data)
+    return _majority(split_frame(frame, cfg.data, names).validation["label"])
+
+
+RUNNERS = {"tfidf": run_tfidf, "untuned": run_untuned, "sftune": run_sftune}
+
+
+def _child(system: str, source: str, seed: int, budget: float, args, queue) -> None:
+    from bench.sweep_vs_hf import TreeSampler, _stop_ray
+
+    start = time.perf_counter()
+    with TreeSampler() as tree:
+        try:
+            result = RUNNERS[system](source, seed, budget, args)
+        except Exception as err:  # recorded, not hidden: a failing system is a finding
+            result = {"error": f"{type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc()[-3000:]}
+        finally:
+            _stop_ray()
+    result.update(wall_s=time.perf_counter() - start, tree_peak_rss_mib=tree.peak_mib)
+    queue.put(result)
+
+
+def measure(system: str, dataset: str, seed: int, budget: float, args) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(system, load(dataset).source, seed, budget, args,
+                                            queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    row = {"dataset": dataset, "system": system, "seed": seed, "budget_s": budget, **result}
+    shown = {k: row.get(k) for k in ("test_accuracy", "test_f1_macro", "wall_s", "error")}
+    print(f"=== {dataset} seed {seed} {system}: {shown}", flush=True)
+    return row
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per dataset and system: means +- sd over the seeds that ran without error."""
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        for system in dict.fromkeys(r["system"] for r in runs if r["dataset"] == dataset):
+            ok = [r for r in runs if r["dataset"] == dataset and r["system"] == system
+                  and "error" not in r]
+            rows.append({
+                "dataset": dataset, "system": system, "seeds": len(ok),
+                "test_accuracy": _mean_sd([r["test_accuracy"] for r in ok]),
+                "test_f1_macro": _mean_sd([r["test_f1_macro"] for r in ok]),
+                "wall_s": _mean_sd([r["wall_s"] for r in ok]).replace(".000", ""),
+                "peak_rss_mib": max((r["tree_peak_rss_mib"] for r in ok), default=None),
+                "at_majority": _majority_share(ok),
+            })
+    return rows
+
+
+def _majority_share(runs: list[dict[str, Any]]) -> str:
+    trials = sum(r.get("search_trials", 0) for r in runs)
+    return f"{sum(r.get('trials_at_majority', 0) for r in runs)}/{trials}" if trials else "-"
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=["reviews"],
+                        help="reviews, debates, speeches (default: reviews)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget", type=float, default=None,
+                        help="wall budget per system and seed, s (default: configs/default.yaml's"
+                        " tune.time_budget_s, make run's)")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--untuned-lr", type=float, default=5e-5)
+    parser.add_argument("--untuned-epochs", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for sftune's side (repeatable)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, a 150 s budget, a small search: checks the harness")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.budget, args.tag = [0], args.budget or 150.0, args.tag or "quick"
+        args.set += ["tune.search_examples=600", "tune.search_eval_examples=300"]
+    return args
+
+
+def main() -> None:
+    args = _parse()
+    from search.config import load_config
+
+    budget = args.budget or load_config(CONFIG).tune.time_budget_s
+    runs = [measure(system, dataset, seed, budget, args)
+            for dataset in args.datasets for seed in args.seeds for system in args.systems]
+    rows = summarize(runs)
+    columns = ["dataset", "system", "seeds", "test_accuracy", "test_f1_macro", "wall_s",
+               "peak_rss_mib", "at_majority"]
+    print_table(rows, columns)
+    name = "quality" + (f"-{args.tag}" if args.tag else "")
+    write_json(name, {"argv": sys.argv, "budget_s": budget, "summary": rows, "runs": runs,
+                      "datasets": {d: load(d).description for d in args.datasets}})
+
+
+if __name__ == "__main__":
+    main()
