@@ -1,7 +1,7 @@
 """The main job's cost: `sftune sweep --config configs/default.yaml` end to end, as `make run`
 does it, with its wall time and the peak memory of its whole process tree (driver, Ray, trials).
 
-    .venv/bin/python bench/main_job.py                  # 165 s measured on 2 CPU cores
+    .venv/bin/python bench/main_job.py                  # the 560 s budget, plus start and export
     .venv/bin/python bench/main_job.py --config configs/smoke.yaml
 
 Writes bench/results/main_job.json and prints one table.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-__all__ = ["MaskingSpec", "joint_loss", "mask_tokens", "stage_of_epoch", "task_loss"]
+__all__ = ["MaskingSpec", "joint_loss", "mask_tokens", "stage_at", "task_loss"]
 
 IGNORE_INDEX = -100
 
@@ -68,6 +68,6 @@ def joint_loss(lm: torch.Tensor, task: torch.Tensor, alpha: float) -> torch.Tens
     return lm + alpha * task
 
 
-def stage_of_epoch(epoch: int, joint_epochs: int) -> str:
-    """``"joint"`` for the first ``joint_epochs`` epochs (1-based ``epoch``), then ``"task"``."""
-    return "joint" if epoch <= joint_epochs else "task"
+def stage_at(step: int, steps_per_epoch: int, joint_epochs: int) -> str:
+    """``"joint"`` for the steps (0-based) of the first ``joint_epochs`` epochs, then ``"task"``."""
+    return "joint" if step < steps_per_epoch * joint_epochs else "task"

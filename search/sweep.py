@@ -383,13 +383,20 @@ FINAL_DIRNAME = "final"
 
 def search_setup(cfg: AppConfig, data: PreparedData) -> tuple[AppConfig, PreparedData]:
     """The search's config and data: with ``tune.search_examples``, one pass over a stratified
-    subset of that many training examples, scored on ``tune.search_eval_examples``."""
+    subset of that many training examples, scored on ``tune.search_eval_examples``. With a
+    budget, a search trial also stops at half the search's share (its lr schedule fitted to
+    that), so at least two waves of trials fit and every trial reports, however slow the
+    machine or long the texts."""
     if cfg.tune.search_examples is None:
         return cfg, data
     small = subset(data, train=cfg.tune.search_examples,
                    validation=cfg.tune.search_eval_examples, seed=cfg.data.split_seed)
     epochs = max(1, round(cfg.tune.search_examples / len(small.train)))
-    return _with_train(cfg, epochs=epochs), small
+    budget = _search_budget(cfg)
+    limit = cfg.train.time_limit_s
+    if budget is not None:
+        limit = min(limit or budget, budget / 2)
+    return _with_train(cfg, epochs=epochs, time_limit_s=limit), small
 
 
 def _with_train(cfg: AppConfig, **changes: Any) -> AppConfig:
@@ -427,14 +434,16 @@ def final_config(cfg: AppConfig, started: float, cpus: float) -> AppConfig:
 
 def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
     """Which search trial's configuration the final trial trains: the best one, unless it beats
-    the untuned default by less than ``tune.min_improvement`` (then the default's)."""
+    the untuned default by less than ``tune.min_improvement`` (then the default's), or the
+    default point when no search trial was evaluated in time."""
     from search.results import read_trials, summarize_trials
 
     frame = read_trials(path)
     search = summarize_trials(frame[frame["phase"] != "final"])
     search = search[search["score"].notna()]
-    if search.empty:
-        raise SweepError("no search trial finished an evaluation; nothing to train in full")
+    if search.empty:  # the budget ran out before any evaluation: train the untuned default
+        return {"trial_id": None, "params": default_point(cfg),
+                "reason": "untuned default: no search trial finished an evaluation"}
     best, default = search.iloc[0], search[search["default_point"]]
     reason = "best search trial"
     if len(default) and best["score"] < default.iloc[0]["score"] + cfg.tune.min_improvement:

@@ -24,7 +24,7 @@ from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
 from search.device import resolve_device
 from search.model import SFTModel, build_model, load_tokenizer
-from search.objective import MaskingSpec, joint_loss, mask_tokens, task_loss
+from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
 
 __all__ = [
@@ -174,7 +174,6 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.eval_steps = evaluation_steps(cfg.train.eval_every, params.batch_size,
                                            self.steps_per_epoch)
-        self.joint_steps = self.steps_per_epoch * params.joint_epochs
         self.rng = np.random.default_rng(cfg.train.seed)
         self.mask_generator = torch.Generator().manual_seed(cfg.train.seed)
         self.masking = MaskingSpec(
@@ -246,8 +245,9 @@ class Trainer:
         return task.item(), (lm.item() if lm is not None else math.nan)
 
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Epoch ``epoch``'s (0-based) batches, minus the first ``skip``. The order is drawn
-        from (seed, epoch) alone, so a resumed run sees the batches it would have seen."""
+        """Epoch ``epoch``'s (0-based) batches on the trainer's device, minus the first ``skip``.
+        The order is drawn from (seed, epoch) alone, so a resumed run sees the batches it would
+        have seen."""
         rng = np.random.default_rng([self.cfg.train.seed, epoch])
         batches = iter_batches(
             self.data.train, self.params.batch_size, self.data.pad_id,
@@ -255,14 +255,14 @@ class Trainer:
         )
         for index, batch in enumerate(batches):
             if index >= skip:
-                yield batch
+                yield {k: v.to(self.device) for k, v in batch.items()}
 
     def _batches(self, state: _Progress) -> Iterator[tuple[dict[str, torch.Tensor], str]]:
         """(batch, stage) pairs from ``state.step`` to the planned end of the run."""
         for epoch in range(state.step // self.steps_per_epoch, self.cfg.train.epochs):
             skip = state.step - epoch * self.steps_per_epoch
             for batch in self._epoch_batches(epoch, max(0, skip)):
-                yield batch, ("joint" if state.step < self.joint_steps else "task")
+                yield batch, stage_at(state.step, self.steps_per_epoch, self.params.joint_epochs)
 
     def _peak_memory(self) -> dict[str, float]:
         """Peak RSS of this process and, on CUDA, peak GPU memory allocated, in MiB."""

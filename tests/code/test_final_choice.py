@@ -35,3 +35,29 @@ def test_a_trial_must_beat_the_default_by_the_margin_to_be_trained_in_full(
                                                                    "frozen_depth": 0}}[chosen]
     assert choice["params"] == expected
     assert isinstance(choice["params"]["frozen_depth"], int)
+
+
+def test_with_no_evaluated_search_trial_the_final_trains_the_default_point(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    cfg = tiny_config(tiny_model_dir, reviews_csv,
+                      "space.lr={low: 0.0005, high: 0.005, log: true, default: 0.003}")
+    write_trials(tmp_path, pd.DataFrame([{"trial_id": "slow", "phase": "search",
+                                          "status": "TERMINATED", "epoch": 0.0}]))
+    choice = choose_final(cfg, str(tmp_path))
+    assert choice["trial_id"] is None and choice["params"] == {"lr": 0.003}
+
+
+def test_search_trials_stop_at_half_the_searchs_share_of_the_budget(tiny_model_dir,
+                                                                    reviews_csv):
+    from search.sweep import search_setup
+    from tests.conftest import tiny_data
+
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "tune.time_budget_s=100",
+                      "tune.search_fraction=0.4", "tune.search_examples=64")
+    search_cfg, small = search_setup(cfg, tiny_data(cfg))
+    assert search_cfg.train.time_limit_s == pytest.approx(20.0)
+    assert len(small.train) == 64 and search_cfg.train.epochs == 1
+    unbudgeted, _ = search_setup(tiny_config(tiny_model_dir, reviews_csv,
+                                             "tune.search_examples=64"), tiny_data(cfg))
+    assert unbudgeted.train.time_limit_s is None

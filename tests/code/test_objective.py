@@ -1,6 +1,6 @@
 import torch
 
-from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_of_epoch
+from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at
 
 SPEC = MaskingSpec(mask_id=4, special_ids=(0, 1, 2, 3, 4), vocab_size=50, probability=0.15)
 
@@ -44,5 +44,6 @@ def test_masking_rate_and_80_10_10_rule():
 def test_joint_loss_weights_task_term_and_stages():
     lm, task = torch.tensor(11.0), torch.tensor(0.7)
     assert joint_loss(lm, task, 10.0).item() == 11.0 + 7.0
-    assert [stage_of_epoch(e, 1) for e in (1, 2, 3)] == ["joint", "task", "task"]
-    assert stage_of_epoch(1, 0) == "task"
+    # 10 steps an epoch, 1 joint epoch: steps 0..9 are joint, then task.
+    assert [stage_at(s, 10, 1) for s in (0, 9, 10, 25)] == ["joint", "joint", "task", "task"]
+    assert stage_at(0, 10, 0) == "task"
