@@ -32,9 +32,9 @@ CONFIG = ROOT / "configs" / "default.yaml"
 
 
 def _point_overrides(point: str) -> list[str]:
+    # Constants, not range defaults: a point may lie outside the shipped space.
     lr, depth, joint = point.split(",")
-    return [f"space.lr.default={lr}", f"space.frozen_depth.default={depth}",
-            f"space.joint_epochs.default={joint}"]
+    return [f"space.lr={lr}", f"space.frozen_depth={depth}", f"space.joint_epochs={joint}"]
 
 
 def run_point(fidelity: str, point: str, args: argparse.Namespace) -> dict:
