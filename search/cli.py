@@ -111,13 +111,10 @@ def _print_outcome(best: dict, cfg: AppConfig) -> None:
     metric = cfg.train.metric.removeprefix("val_")
     print(f"{what} {best['trial_id']}: validation {metric}={best['score']:.4f}, "
           f"test accuracy={best['test_accuracy']:.4f}, test macro-F1={best['test_f1_macro']:.4f}")
-    gain = best.get("tuning_gain")
-    if gain:
-        at = (f"search fidelity, {gain['search_examples']:,} training examples"
-              if gain["fidelity"] == "subset" else "full fidelity")
-        print(f"tuning bought {100 * gain['gain_accuracy']:+.1f} test accuracy points "
-              f"({gain['tuned_accuracy']:.4f} vs {gain['default_accuracy']:.4f} for the untuned "
-              f"default) and {100 * gain['gain_f1_macro']:+.1f} macro-F1 points ({at})")
+    if best.get("tuning_gain"):
+        from search.results import describe_gain
+
+        print(describe_gain(best["tuning_gain"]))
 
 
 def _disk_usage(path: Path) -> int:

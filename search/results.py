@@ -27,6 +27,7 @@ __all__ = [
     "TRIAL_COLUMNS",
     "ResultsError",
     "best_trial",
+    "describe_gain",
     "list_sweeps",
     "read_sweep_meta",
     "read_trials",
@@ -165,6 +166,15 @@ def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     # On a tie the untuned default ranks first: the search must beat it, not match it.
     return summary.reset_index().sort_values(["score", "default_point"], ascending=False,
                                              na_position="last")
+
+
+def describe_gain(gain: dict[str, Any]) -> str:
+    """One sentence on what the tuning bought (a ``tuning_gain`` record of sweep.json)."""
+    at = (f"at search fidelity, {gain['search_examples']:,} training examples"
+          if gain["fidelity"] == "subset" else "at full fidelity")
+    return (f"tuning bought {100 * gain['gain_accuracy']:+.1f} test accuracy points "
+            f"({gain['tuned_accuracy']:.4f} vs {gain['default_accuracy']:.4f} for the untuned "
+            f"default) and {100 * gain['gain_f1_macro']:+.1f} macro-F1 points, {at}")
 
 
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:

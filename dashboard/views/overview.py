@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import loaders
 from dashboard.views.common import Context, load_selected, show_empty_sweep
+from search.results import describe_gain
 
 __all__ = ["render"]
 
@@ -75,17 +76,7 @@ def _best_card(sweep: loaders.Sweep) -> None:
         test.markdown("**Test (held out)**\n\n" + (
             _bullets(card["test"]) if card["test"] else "not evaluated yet: run `sftune best`"))
         if card["tuning_gain"]:
-            st.markdown(_gain_text(card["tuning_gain"]))
-
-
-def _gain_text(gain: dict) -> str:
-    """What the tuning bought over the untuned default trial, on the test split."""
-    at = (f"at search fidelity ({gain['search_examples']:,} training examples)"
-          if gain["fidelity"] == "subset" else "at full fidelity")
-    return (f"**What tuning bought** {at}: test accuracy {gain['tuned_accuracy']:.4f} vs "
-            f"{gain['default_accuracy']:.4f} for the untuned default "
-            f"(**{100 * gain['gain_accuracy']:+.1f} points**), macro-F1 "
-            f"{100 * gain['gain_f1_macro']:+.1f} points.")
+            st.markdown(f"**What tuning bought:** {describe_gain(card['tuning_gain'])}.")
 
 
 def _bullets(values: dict) -> str:

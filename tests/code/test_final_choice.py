@@ -61,3 +61,13 @@ def test_search_trials_stop_at_half_the_searchs_share_of_the_budget(tiny_model_d
     unbudgeted, _ = search_setup(tiny_config(tiny_model_dir, reviews_csv,
                                              "tune.search_examples=64"), tiny_data(cfg))
     assert unbudgeted.train.time_limit_s is None
+
+
+def test_the_gain_sentence_states_both_scores_and_the_points_between_them():
+    from search.results import describe_gain
+
+    text = describe_gain({"fidelity": "subset", "search_examples": 2000,
+                          "tuned_accuracy": 0.79, "default_accuracy": 0.767,
+                          "gain_accuracy": 0.023, "gain_f1_macro": -0.004})
+    assert "+2.3 test accuracy points (0.7900 vs 0.7670" in text
+    assert "-0.4 macro-F1 points" in text and "2,000 training examples" in text

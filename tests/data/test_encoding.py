@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from search.data import _truncate, choose_max_length, prepare_data, subset
+from search.model import load_tokenizer
 from tests.conftest import tiny_config, tiny_data
 
 CLS, SEP = 101, 102
@@ -73,6 +74,5 @@ def test_prepare_data_tokenizes_each_text_once(tiny_model_dir, reviews_csv, monk
     monkeypatch.setattr(data_module, "tokenize", lambda tok, texts: calls.append(1)
                         or tokenize(tok, texts))
     cfg = tiny_config(tiny_model_dir, reviews_csv, "data.max_length=null")
-    prepare_data(cfg.data, __import__("search.model", fromlist=["x"]).load_tokenizer(
-        tiny_model_dir))
+    prepare_data(cfg.data, load_tokenizer(tiny_model_dir))
     assert len(calls) == 3  # train, validation, test: once each
