@@ -4,8 +4,9 @@ For each dataset and split seed, on the same splits and the same cores, with the
 
 - ``tfidf``: TF-IDF (word uni- and bigrams) + a linear SVM (scikit-learn), on the training split;
 - ``untuned``: one plain fine-tune of the same model at the usual defaults (task loss only, no
-  frozen layers, ``--untuned-lr``), on all the training data for up to 3 epochs, its lr schedule
-  fitted to the budget (``train.time_limit_s``), best evaluation kept;
+  frozen layers, ``--untuned-lr``, the stock fresh head: ``train.head_init=random``), on all the
+  training data for up to 3 epochs, its lr schedule fitted to the budget
+  (``train.time_limit_s``), best evaluation kept;
 - ``sftune``: ``sftune sweep --config configs/default.yaml`` given the budget
   (``tune.time_budget_s``), then its exported model tested once.
 
@@ -82,6 +83,7 @@ def run_untuned(source: str, seed: int, budget: float, args) -> dict[str, Any]:
     cfg = _config(source, seed, [
         f"space.lr={args.untuned_lr}", "space.frozen_depth=0", "space.joint_epochs=0",
         "space.dropout=0.1", "space.weight_decay=0.01", f"train.epochs={args.untuned_epochs}",
+        "train.head_init=random",  # the stock fresh head of a fine-tune by hand
         "train.eval_every=null", "train.patience=10"])
     model_dir = resolve_model_dir(cfg.model.name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))

@@ -131,6 +131,14 @@ class TrainConfig(_Section):
     patience: int = Field(
         3, ge=1, description="Evaluations without improvement before stopping."
     )
+    head_init: Literal["probe", "random"] = Field(
+        "probe", description="How the classifier head starts: `probe` fits it as a logistic "
+        "regression on the pretrained encoder's features first (LP-FT), so fine-tuning starts "
+        "from the probe's accuracy rather than chance; `random` is the stock fresh head.",
+    )
+    probe_examples: int = Field(
+        1024, ge=1, description="Training texts (a stratified sample) the head probe is fit on.",
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")
     metric: Literal["val_accuracy", "val_f1_macro"] = Field(
         "val_accuracy", description="Validation metric that picks the best epoch and trial."

@@ -27,6 +27,7 @@ __all__ = [
     "length_grouped_order",
     "load_labeled_frame",
     "prepare_data",
+    "sample_split",
     "split_frame",
     "subset",
 ]
@@ -351,15 +352,19 @@ def select(split: EncodedSplit, indices: np.ndarray) -> EncodedSplit:
     return EncodedSplit(ids=ids, offsets=offsets, labels=labels)
 
 
+def sample_split(split: EncodedSplit, limit: int | None, seed: int) -> EncodedSplit:
+    """A stratified sample of at most ``limit`` examples (the split itself when it is no
+    larger)."""
+    keep = _stratified_indices(split.labels, limit or len(split), seed)
+    return split if len(keep) == len(split) else select(split, keep)
+
+
 def subset(data: PreparedData, *, train: int | None, validation: int | None,
            seed: int) -> PreparedData:
     """A stratified slice of the training and validation splits (the test split is kept whole):
     the cheap fidelity a search runs at. Its fingerprint differs, so caches never mix the two."""
-    parts = {}
-    for name, limit in (("train", train), ("validation", validation)):
-        split = getattr(data, name)
-        keep = _stratified_indices(split.labels, limit or len(split), seed)
-        parts[name] = split if len(keep) == len(split) else select(split, keep)
+    parts = {name: sample_split(getattr(data, name), limit, seed)
+             for name, limit in (("train", train), ("validation", validation))}
     if all(parts[n] is getattr(data, n) for n in parts):
         return data
     sizes = {**data.sizes, **{n: len(s) for n, s in parts.items()}}

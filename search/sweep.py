@@ -26,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.config import AppConfig, Choice, Range, TrialParams, build_config, is_point
 from search.data import PreparedData, prepare_data, subset
+from search.head_init import ProbeHead, probe_for_config
 from search.model import load_tokenizer, resolve_model_dir
 from search.recorder import ResultsRecorder
 from search.results import read_sweep_meta, update_sweep_meta, write_sweep_meta
@@ -138,7 +139,7 @@ def prefix_cache_dir(experiment_dir: str) -> Path:
 
 def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
               fixed: dict[str, Any], experiment: str, experiment_dir: str,
-              phase: str = "search") -> None:
+              phase: str = "search", head: ProbeHead | None = None) -> None:
     """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
     from search.train import Trainer
 
@@ -154,7 +155,7 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
         cfg=cfg, params=params, data=data, model_dir=resolve_model_dir(cfg.model.name),
         workdir=workdir, report=report,
         trial_meta={"trial_id": context.get_trial_id(), "sweep": experiment, "phase": phase},
-        cache_dir=prefix_cache_dir(experiment_dir),
+        cache_dir=prefix_cache_dir(experiment_dir), head=head,
     )
     restored = tune.get_checkpoint()
     try:
@@ -249,11 +250,11 @@ def _init_ray(cfg: AppConfig, address: str | None) -> None:
 
 
 def _build_trainable(cfg: AppConfig, data: PreparedData, name: str,
-                     trial_fn: Callable[..., None], *, phase: str,
+                     trial_fn: Callable[..., None], *, phase: str, head: ProbeHead | None,
                      resources: dict[str, float] | None = None):
     trainable = tune.with_parameters(
         trial_fn, cfg=cfg, data=data, fixed=fixed_params(cfg), experiment=name,
-        experiment_dir=experiment_path(cfg, name), phase=phase,
+        experiment_dir=experiment_path(cfg, name), phase=phase, head=head,
     )
     resources = resources or {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
     return tune.with_resources(trainable, resources)
@@ -456,9 +457,10 @@ def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
 
 
 def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
-                trial_fn: Callable[..., None], resume: bool) -> None:
+                trial_fn: Callable[..., None], resume: bool, head: ProbeHead | None) -> None:
     search_cfg, search_data = search_setup(cfg, data)
-    trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="search")
+    trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="search",
+                                 head=head)
     recorder.phase = "search"
     if resume:
         tuner = _restored_tuner(experiment_path(cfg, name), trainable)
@@ -469,7 +471,7 @@ def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: Results
 
 
 def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
-               trial_fn: Callable[..., None], started: float) -> None:
+               trial_fn: Callable[..., None], started: float, head: ProbeHead | None) -> None:
     """Train the best search configuration on all the training data: one more Tune trial,
     on the CPUs of the search's lanes, fitted to what the budget has left."""
     path = results_path(cfg, name)
@@ -484,7 +486,7 @@ def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsR
         log.warning("final trial: %s (%s)", choice["trial_id"], choice["reason"])
         update_sweep_meta(path, phase="final", final_params=params, final_source=choice,
                           final_config=final_cfg.model_dump(mode="json"))
-    trainable = _build_trainable(final_cfg, data, name, trial_fn, phase="final",
+    trainable = _build_trainable(final_cfg, data, name, trial_fn, phase="final", head=head,
                                  resources={"cpu": cpus, "gpu": cfg.tune.gpus_per_trial})
     recorder.phase = "final"
     if tune.Tuner.can_restore(final_dir):
@@ -518,6 +520,7 @@ def run_sweep(
     data = prepare_data(cfg.data, load_tokenizer(model_dir))  # once per sweep, for every trial
     log.warning("data: %s, max_length %d (%s truncation; %.1f%% of training texts cut)",
                 data.sizes, data.max_length, data.truncation, 100 * data.truncated_share)
+    head = _probe_head(cfg, data, model_dir)
     _init_ray(cfg, address)
     recorder = ResultsRecorder(experiment_dir=path, keep_checkpoints=cfg.tune.keep_checkpoints,
                                fixed=fixed_params(cfg), default=default_point(cfg))
@@ -527,17 +530,29 @@ def run_sweep(
         started = time.time() - _elapsed_before(path)
     else:
         _start_meta(cfg, path, name, data)
-    update_sweep_meta(path, status="running", resumed=resume or None)
+    update_sweep_meta(path, status="running", resumed=resume or None,
+                      head=head.describe() if head else {"head_init": "random"})
     try:
         if not resume or read_sweep_meta(path).get("phase", "search") == "search":
-            _run_search(cfg, data, name, recorder, trial_fn, resume)
+            _run_search(cfg, data, name, recorder, trial_fn, resume, head)
         if cfg.tune.search_examples is not None:
-            _run_final(cfg, data, name, recorder, trial_fn, started)
+            _run_final(cfg, data, name, recorder, trial_fn, started, head)
     except KeyboardInterrupt:
         update_sweep_meta(path, status="interrupted", ended_at=time.time())
         raise
     _finish_meta(cfg, path)
     return Path(path)
+
+
+def _probe_head(cfg: AppConfig, data: PreparedData, model_dir: Path) -> ProbeHead | None:
+    """The head probe every trial starts from (``train.head_init=probe``), fit once here on
+    the full training data's sample rather than once per trial."""
+    if cfg.train.head_init != "probe":
+        return None
+    head = probe_for_config(cfg, data, model_dir)
+    log.warning("head warm start: linear probe on %d training texts, train accuracy %.3f",
+                head.examples, head.train_accuracy)
+    return head
 
 
 def _elapsed_before(path: str) -> float:

@@ -23,6 +23,7 @@ from search import artifacts
 from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
 from search.device import resolve_device
+from search.head_init import ProbeHead, fit_probe_head, load_head
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
@@ -35,6 +36,9 @@ __all__ = [
     "evaluate_split",
     "evaluation_steps",
 ]
+
+#: What a checkpoint's metadata records of how its head started (see search.head_init).
+HEAD_META_KEYS = ("head_init", "probe_examples", "probe_train_accuracy")
 
 ReportFn = Callable[[dict[str, Any], Path | None], None]
 
@@ -155,8 +159,10 @@ class Trainer:
         trial_meta: dict[str, Any] | None = None,
         progress: bool = False,
         cache_dir: Path | None = None,
+        head: ProbeHead | None = None,
     ) -> None:
         self.cfg, self.params, self.data = cfg, params, data
+        self.head = head  # a probe fit once for many trials (a sweep's); else fit in fit()
         self.model_dir, self.workdir = Path(model_dir), Path(workdir)
         self.report = report or (lambda metrics, checkpoint: None)
         self.trial_meta = trial_meta or {}
@@ -195,6 +201,20 @@ class Trainer:
             frozen_depth=self.params.frozen_depth, seed=self.cfg.train.seed,
         )
         return model.to(self.device)
+
+    def _init_head(self) -> dict[str, Any]:
+        """Warm-start the head (``train.head_init``) before the first step; returns what was
+        done, for the checkpoint's metadata."""
+        if self.cfg.train.head_init == "random":
+            return {"head_init": "random"}
+        if self.head is None:
+            self.head = fit_probe_head(
+                self.model, self.data, examples=self.cfg.train.probe_examples,
+                batch_size=self.cfg.train.batch_size, seed=self.cfg.train.seed,
+                device=self.device,
+            )
+        load_head(self.model, self.head)
+        return self.head.describe()
 
     def _autocast(self):
         enabled = self.device.type == "cuda" and self.cfg.train.bf16
@@ -319,7 +339,9 @@ class Trainer:
         artifacts.verify_safetensors_only(checkpoint)
         state = load_file(str(Path(checkpoint) / artifacts.WEIGHTS_FILE))
         self.model.classifier.load_state_dict(state)
-        result.best = artifacts.read_meta(checkpoint)["metrics"]
+        meta = artifacts.read_meta(checkpoint)
+        result.best = meta["metrics"]
+        self.trial_meta = {**self.trial_meta, **{k: meta[k] for k in HEAD_META_KEYS if k in meta}}
         result.checkpoint_dir = Path(checkpoint)
         step = int(result.best["step"])
         # A time-limited run's share may have run ahead of its steps; else the steps tell it.
@@ -336,7 +358,11 @@ class Trainer:
         early_stopped).
         """
         result = TrialResult(params=self.params)
-        state = self._resume(resume_from, result) if resume_from else _Progress()
+        if resume_from:  # the checkpoint's head is the trained one; no new probe
+            state = self._resume(resume_from, result)
+        else:
+            state = _Progress()  # the probe's time counts against train.time_limit_s
+            self.trial_meta = {**self.trial_meta, **self._init_head()}
         self.model.train()
         window = _Window()
         time_limit = self.cfg.train.time_limit_s

@@ -213,6 +213,13 @@ def test_search_on_a_subset_then_the_best_config_trains_on_all_data(
     assert gain["gain_accuracy"] == pytest.approx(gain["tuned_accuracy"]
                                                   - gain["default_accuracy"])
     assert artifacts.read_meta(tmp_path / "export")["tuning_gain"] == gain
+    # One head probe, fit by the driver on the full training split, started every trial: the
+    # search trials (on 64 examples) and the final one record the same probe.
+    probe = read_sweep_meta(path)["head"]
+    assert probe["head_init"] == "probe" and probe["probe_examples"] == rows
+    default_checkpoint = summary[summary["default_point"]].iloc[0]["checkpoint"]
+    for checkpoint in (default_checkpoint, tmp_path / "export"):
+        assert artifacts.read_meta(checkpoint)["probe_examples"] == rows
 
 
 def test_asha_cuts_a_poor_trial_before_its_first_epoch_ends(tiny_model_dir, reviews_csv,

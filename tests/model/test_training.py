@@ -93,7 +93,8 @@ def test_early_stopping_ends_the_trial(tiny_model_dir, reviews_csv, tmp_path):
 
 
 def test_nan_loss_ends_the_trial_as_diverged(tiny_model_dir, reviews_csv, tmp_path):
-    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path)
+    # A random head: a probe would overwrite the poisoned weights before the first step.
+    trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.head_init=random")
     with torch.no_grad():
         trainer.model.classifier.classifier.weight.fill_(float("nan"))
     result = trainer.fit()
