@@ -50,12 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = serve_load.make_checkpoint("minilm", workdir / "model", random_weights=False)
     texts = serve_load.review_texts()
     from serving import deploy
+    from serving.sizing import replica_count
 
     os.environ["SFTUNE_STATE_DIR"] = str(workdir / "state")
     cfg = serve_load._serve_config(load_args)
     url = deploy.start_background(checkpoint, cfg)
     try:
-        replicas = cfg.replica_count()
+        replicas = replica_count(cfg)
         serve_load.run_load(url, texts, args.clients, 3.0, 3.0, replicas)  # warm-up
         before, start = cpu_seconds(), time.perf_counter()
         row = serve_load.run_load(url, texts, args.clients, 0.0, args.seconds, replicas)

@@ -96,7 +96,7 @@ def _load_model(checkpoint: str, device: str):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from serving.predictor import default_threads
+    from serving.sizing import default_threads
 
     if device == "cpu":
         torch.set_num_threads(default_threads())
@@ -157,7 +157,7 @@ def naive_app(checkpoint: str, device: str):
     from fastapi import FastAPI
     from transformers import pipeline
 
-    from serving.predictor import default_threads
+    from serving.sizing import default_threads
 
     if device == "cpu":
         torch.set_num_threads(default_threads())
@@ -355,6 +355,7 @@ def bench_sftune(checkpoint: Path, texts: list[str], args: argparse.Namespace,
                  workdir: Path) -> dict[str, Any]:
     """`sftune serve --detach` on the checkpoint, then the client sweep."""
     from serving import deploy
+    from serving.sizing import replica_count
 
     os.environ["SFTUNE_STATE_DIR"] = str(workdir / "state")
     cfg = _serve_config(args)
@@ -362,7 +363,7 @@ def bench_sftune(checkpoint: Path, texts: list[str], args: argparse.Namespace,
     url = deploy.start_background(checkpoint, cfg)
     sampler = MemorySampler(deploy.read_state(cfg.port).pid)
     sampler.start()
-    replicas = cfg.replica_count()
+    replicas = replica_count(cfg)
     try:
         rows = _sweep_clients(url, texts, args, replicas)
         # The same server and clients with no model: what HTTP alone allows at the most clients.

@@ -14,6 +14,7 @@ from plotly.subplots import make_subplots
 
 from dashboard.client import Prediction
 from dashboard.loaders import OUTCOME_LABELS
+from search.results import StopReason
 
 __all__ = [
     "curves_figure",
@@ -25,12 +26,14 @@ __all__ = [
 ]
 
 _OUTCOME_COLORS = {
-    "completed": "#2a9d8f", "early_stopped": "#e9c46a", "asha_stopped": "#f4a261",
-    "diverged": "#e76f51", "error": "#9b2226", "running": "#457b9d", "pending": "#a8dadc",
+    StopReason.COMPLETED: "#2a9d8f", StopReason.EARLY_STOPPED: "#e9c46a",
+    StopReason.ASHA_STOPPED: "#f4a261", StopReason.DIVERGED: "#e76f51",
+    StopReason.ERROR: "#9b2226", StopReason.RUNNING: "#457b9d", "pending": "#a8dadc",
 }
 # Trials that ended before their budget get an X on their last epoch and a note in the legend.
-_STOPPED_EARLY = {"early_stopped": "early stopped", "asha_stopped": "ASHA-stopped",
-                  "diverged": "diverged", "error": "error"}
+_STOPPED_EARLY = {StopReason.EARLY_STOPPED: "early stopped",
+                  StopReason.ASHA_STOPPED: "ASHA-stopped", StopReason.DIVERGED: "diverged",
+                  StopReason.ERROR: "error"}
 
 
 def _log_ticks(lo: float, hi: float) -> np.ndarray:

@@ -15,6 +15,8 @@ import pandas as pd
 
 from dashboard.space import Dimension, is_integer
 from search.config import Choice
+from search.results import StopReason
+from search.space import distribution
 
 __all__ = ["MIN_TRIALS", "Importance", "importance_input", "param_importance"]
 
@@ -22,7 +24,7 @@ __all__ = ["MIN_TRIALS", "Importance", "importance_input", "param_importance"]
 MIN_TRIALS = 4
 # A trial counts as finished when it trained as long as its own rules let it. ASHA-stopped
 # trials are left out like Optuna's pruned ones: their score is from a shorter budget.
-_FINISHED = ("completed", "early_stopped")
+_FINISHED = (StopReason.COMPLETED, StopReason.EARLY_STOPPED)
 
 
 @dataclass(frozen=True)
@@ -52,24 +54,10 @@ def _inside(values: pd.Series, dim: Dimension) -> pd.Series:
     return values.between(dim.low, dim.high)
 
 
-def _distribution(name: str, dim: Dimension):
-    from optuna.distributions import (
-        CategoricalDistribution,
-        FloatDistribution,
-        IntDistribution,
-    )
-
-    if isinstance(dim, Choice):
-        return CategoricalDistribution(list(dim.choices))
-    if is_integer(name):
-        return IntDistribution(int(dim.low), int(dim.high), log=dim.log)
-    return FloatDistribution(dim.low, dim.high, log=dim.log)
-
-
 def _study(rows: pd.DataFrame, space: dict[str, Dimension]):
     import optuna
 
-    dists = {name: _distribution(name, dim) for name, dim in space.items() if name in rows}
+    dists = {name: distribution(name, dim) for name, dim in space.items() if name in rows}
     study = optuna.create_study(direction="maximize")  # score is accuracy or F1
     trials = []
     for record in rows.to_dict("records"):

@@ -20,8 +20,10 @@ from search.results import (
     SWEEP_FILE,
     TRIALS_FILE,
     ResultsError,
+    StopReason,
     read_sweep_meta,
     read_trials,
+    recorded_test_metrics,
     results_dir,
     summarize_trials,
 )
@@ -49,20 +51,21 @@ __all__ = [
 
 #: What each outcome means to a reader; `error` and `diverged` get the reason appended.
 OUTCOME_LABELS = {
-    "completed": "completed",
-    "early_stopped": "early stopped (patience)",
-    "asha_stopped": "stopped by ASHA",
-    "diverged": "diverged",
-    "error": "error",
-    "running": "running",
-    "pending": "pending",
+    StopReason.COMPLETED: "completed",
+    StopReason.EARLY_STOPPED: "early stopped (patience)",
+    StopReason.ASHA_STOPPED: "stopped by ASHA",
+    StopReason.DIVERGED: "diverged",
+    StopReason.ERROR: "error",
+    StopReason.RUNNING: "running",
+    "pending": "pending",  # not a stop reason: a trial Tune has not started yet
 }
 # The buckets of the Sweeps page; diverged counts as errored because it produced no model.
 _BUCKETS = {
-    "completed": "finished", "early_stopped": "stopped_early", "asha_stopped": "stopped_early",
-    "diverged": "errored", "error": "errored", "running": "running", "pending": "running",
+    StopReason.COMPLETED: "finished", StopReason.EARLY_STOPPED: "stopped_early",
+    StopReason.ASHA_STOPPED: "stopped_early", StopReason.DIVERGED: "errored",
+    StopReason.ERROR: "errored", StopReason.RUNNING: "running", "pending": "running",
 }
-_TERMINAL_REASONS = {"completed", "early_stopped", "asha_stopped", "diverged", "error"}
+_TERMINAL_REASONS = set(StopReason.TERMINAL)
 _RUNNING_STATUSES = {"running", "pending", "started", "starting"}
 
 
@@ -243,13 +246,7 @@ def best_card(sweep: Sweep) -> dict[str, Any] | None:
 def test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float | int]:
     """The test metrics recorded for ``trial_id`` (``sftune best`` keys them by trial id, since
     the test split is evaluated once per exported trial); {} when it was never evaluated."""
-    test = meta.get("test")
-    if not isinstance(test, dict):
-        return {}
-    if isinstance(test.get(trial_id), dict):
-        test = test[trial_id]
-    return {k: v for k, v in test.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
+    return recorded_test_metrics(meta, trial_id) or {}
 
 
 def _plain(value: Any) -> Any:

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from search.config import AppConfig
-from search.results import write_sweep_meta, write_trials
+from search.results import StopReason, write_sweep_meta, write_trials
 
 __all__ = ["make_synthetic_sweep", "synthetic_trials"]
 
 # Outcome mix of a typical ASHA sweep; the order matches _OUTCOME_P.
-_OUTCOMES = ("completed", "early_stopped", "asha_stopped", "diverged", "error")
+_OUTCOMES = StopReason.TERMINAL
 _OUTCOME_P = (0.55, 0.15, 0.20, 0.05, 0.05)
 
 
@@ -57,10 +57,10 @@ def _sample_params(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def _epochs_run(rng, outcomes: np.ndarray, epochs: int) -> np.ndarray:
     """Epochs each trial finished; a trial that errored early may have finished none."""
     run = np.full(len(outcomes), epochs)
-    run[outcomes == "early_stopped"] = max(2, epochs // 2)
-    run[outcomes == "asha_stopped"] = 1
-    run[outcomes == "diverged"] = min(2, epochs)
-    errored = outcomes == "error"
+    run[outcomes == StopReason.EARLY_STOPPED] = max(2, epochs // 2)
+    run[outcomes == StopReason.ASHA_STOPPED] = 1
+    run[outcomes == StopReason.DIVERGED] = min(2, epochs)
+    errored = outcomes == StopReason.ERROR
     run[errored] = rng.integers(0, 2, errored.sum())
     return run
 

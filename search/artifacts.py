@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from search.atomic import write_json_atomically
+
 __all__ = [
     "META_FILE",
     "CheckpointError",
@@ -49,10 +51,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    write_json_atomically(path, payload, indent=2, sort_keys=True, default=str)
 
 
 def save_checkpoint(directory: Path, *, model, tokenizer, meta: dict[str, Any]) -> Path:
@@ -61,17 +60,29 @@ def save_checkpoint(directory: Path, *, model, tokenizer, meta: dict[str, Any]) 
     The files go to a sibling temp dir that is renamed into place, so a reader (or a crash) never
     sees half a checkpoint.
     """
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    model.save_pretrained(str(staging), safe_serialization=True)
-    tokenizer.save_pretrained(str(staging))
     full_meta = {"format_version": FORMAT_VERSION, "versions": package_versions(), **meta}
-    _write_json_atomic(staging / META_FILE, full_meta)
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(staging, directory)
-    return directory
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging))
+        _write_json_atomic(staging / META_FILE, full_meta)
+
+    return _replace_directory(Path(directory), write)
+
+
+def _replace_directory(target: Path, write) -> Path:
+    """Fill a sibling temp dir with ``write(staging)``, then rename it onto ``target``; on an
+    error the temp dir is removed and ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def verify_safetensors_only(directory: Path) -> None:
@@ -103,14 +114,12 @@ def update_meta(directory: Path, **fields: Any) -> dict[str, Any]:
 
 def export_checkpoint(source: Path, target: Path, **extra_meta: Any) -> Path:
     """Copy a checkpoint to ``target`` (replacing it) and record ``extra_meta`` in it."""
-    source, target = Path(source), Path(target)
+    source = Path(source)
     verify_safetensors_only(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    if extra_meta:
-        update_meta(staging, **extra_meta)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
-    return target
+
+    def write(staging: Path) -> None:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        if extra_meta:
+            update_meta(staging, **extra_meta)
+
+    return _replace_directory(Path(target), write)

@@ -7,7 +7,6 @@ it instead of peeking at the test set again.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from search.results import (
     best_trial,
     read_sweep_meta,
     read_trials,
+    recorded_test_metrics,
     summarize_trials,
     update_sweep_meta,
 )
@@ -85,15 +85,6 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     return {f"test_{k}": v for k, v in metrics.items()} | {"test_examples": len(data.test)}
 
 
-def _recorded_test(meta: dict[str, Any], trial_id: str) -> dict[str, float] | None:
-    recorded = (meta.get("test") or {}).get(trial_id)
-    return recorded if recorded and not any(map(_isnan, recorded.values())) else None
-
-
-def _isnan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
 def export_best(experiment_dir: Path, target: Path | None = None,
                 trial_id: str | None = None) -> dict[str, Any]:
     """Evaluate the chosen trial on test (once) and export it; returns what was recorded.
@@ -121,7 +112,7 @@ def export_best(experiment_dir: Path, target: Path | None = None,
 def _test_metrics(experiment_dir: Path, row: pd.Series, cfg: AppConfig) -> dict[str, float]:
     """The trial's test metrics: recorded ones if any, else measured once and recorded."""
     meta = read_sweep_meta(experiment_dir)
-    test = _recorded_test(meta, row["trial_id"])
+    test = recorded_test_metrics(meta, row["trial_id"])
     if test is None:
         test = evaluate_checkpoint(Path(row["checkpoint"]), cfg)
         update_sweep_meta(experiment_dir, test={**(meta.get("test") or {}), row["trial_id"]: test})

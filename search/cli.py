@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from search.config import AppConfig, ConfigError, load_config
+from search.results import StopReason
 
 __all__ = ["main"]
 
@@ -66,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = trainer.fit()
     _print_history(result.history)
     (output / "history.json").write_text(json.dumps(result.history, indent=2))
-    if result.stop_reason == "diverged":
+    if result.stop_reason == StopReason.DIVERGED:
         print(f"trial {result.message}", file=sys.stderr)
         return 1
     best = result.best
@@ -89,7 +90,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     name = _sweep_name(args)
     if args.resume:
         from search.best import sweep_config
-        from search.sweep import results_path
+        from search.results import results_path
 
         # Resume exactly what ran (same data subset, space, budget), whatever --config says now.
         cfg = sweep_config(Path(results_path(cfg, name)))
@@ -138,7 +139,7 @@ def _print_results(path: Path, top: int) -> None:
 
 
 def _experiment_dir(args: argparse.Namespace) -> Path:
-    from search.sweep import experiment_path
+    from search.results import experiment_path
 
     cfg = load_config(None, [f"tune.storage_path={args.storage}"] if args.storage else [])
     path = Path(experiment_path(cfg, args.name))

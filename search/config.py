@@ -9,7 +9,6 @@ torch and no ray: it is the ground floor every other module may stand on.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -331,7 +330,7 @@ class ServeConfig(_Section):
         None, ge=1, description="Fixed replica count when not autoscaling. None: enough to fill "
         "one GPU (1 / gpus_per_replica) with GPUs; on CPU 2 where the machine has 2+ cores, each "
         "with half the threads, so one's request handling overlaps the other's forward "
-        "(measured 1.5x the requests/s of 1 replica on 2 cores; BENCHMARKS.md, serving).",
+        "(BENCHMARKS.md, serving).",
     )
     cpus_per_replica: float = Field(
         1.0, gt=0, description="Ray CPUs reserved per replica (logical; threads: num_threads)."
@@ -355,8 +354,7 @@ class ServeConfig(_Section):
     batch_wait_timeout_s: float = Field(
         0.03, ge=0, le=10,
         description="Longest a batch waits for more requests, in seconds, while several are in "
-        "flight (a lone request runs at once). At 32 clients on 2 cores 30 ms served more "
-        "requests/s than 5 ms or 0 ms (see BENCHMARKS.md, serving).",
+        "flight (a lone request runs at once); how it was chosen: BENCHMARKS.md, serving.",
     )
     max_ongoing_requests: int = Field(
         64, ge=1,
@@ -393,18 +391,10 @@ class ServeConfig(_Section):
     ingress: Literal["haproxy", "proxy"] = Field(
         "haproxy", description="HTTP front of a Ray that sftune starts. `haproxy` (default where "
         "`ray[serve]` installed its binary, i.e. Linux): Serve's HAProxy sends requests straight "
-        "to the replicas' own HTTP servers (about half the CPU per request of `proxy`); sftune "
-        "keeps its stats and metrics pages on 127.0.0.1 and its admin socket in a 0700 dir. "
+        "to the replicas' own HTTP servers (less CPU per request than `proxy`; BENCHMARKS.md); "
+        "sftune keeps its stats and metrics pages on 127.0.0.1 and its admin socket in a 0700 dir. "
         "`proxy`: Serve's Python proxy, the fallback elsewhere.",
     )
-
-    def replica_count(self) -> int:
-        """Replicas when not autoscaling: ``replicas``, or the default its description gives."""
-        if self.replicas is not None:
-            return self.replicas
-        if self.gpus_per_replica > 0:
-            return max(1, math.floor(1 / self.gpus_per_replica))
-        return 2 if (os.cpu_count() or 1) >= 2 else 1
 
     @model_validator(mode="after")
     def _check_batching(self) -> ServeConfig:

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from search.atomic import replace_atomically, write_json_atomically
 from search.config import AppConfig
 from search.data import EncodedSplit, PreparedData, collate, iter_batches
 from search.model import SFTModel
@@ -375,22 +375,18 @@ def _map(stem: Path, key: CacheKey, shape: tuple[int, int], dtype) -> np.ndarray
 
 
 def _replace_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_json_atomically(path, payload, indent=1)
 
 
 def _write(stem: Path, key: CacheKey, shape: tuple[int, int], dtype, fill) -> None:
     """Compute into a temp file and move it in place; the JSON, written last, marks it done."""
-    tmp = stem.with_name(f".{stem.name}.{os.getpid()}.tmp.npy")
-    try:
+    def write(tmp: str) -> None:
         values = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(values)
         values.flush()
         del values
-        os.replace(tmp, stem.with_suffix(".npy"))
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(stem.with_suffix(".npy"), write)
     meta = {"key": asdict(key), "shape": list(shape), "dtype": np.dtype(dtype).str,
             "created": time.time(), "torch": torch.__version__}
     _replace_json(stem.with_suffix(".json"), meta)

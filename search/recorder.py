@@ -21,6 +21,7 @@ from search.results import (
     METRIC_COLUMNS,
     PARAM_COLUMNS,
     TRIAL_COLUMNS,
+    StopReason,
     read_trials,
     results_dir,
     summarize_trials,
@@ -64,7 +65,8 @@ class ResultsRecorder:
         row = {"trial_id": trial_id, "status": "RUNNING", "epoch": epoch, "phase": self.phase,
                "default_point": self.phase == "search" and is_point(config, self.default),
                "examples": int(result.get("examples") or 0),
-               "stage": result.get("stage"), "stop_reason": result.get("stop_reason", "running"),
+               "stage": result.get("stage"),
+               "stop_reason": result.get("stop_reason", StopReason.RUNNING),
                "error": result.get("error"), "timestamp": result.get("timestamp", time.time())}
         row.update({**self.fixed, **config})
         row.update({k: result.get(k, math.nan) for k in METRIC_COLUMNS})
@@ -79,8 +81,9 @@ class ResultsRecorder:
         rows = self._trial_rows(trial_id)
         for row in rows:
             row["status"] = "TERMINATED"
-        if rows and rows[-1]["stop_reason"] in (None, "running"):
-            rows[-1]["stop_reason"] = "asha_stopped"  # ended by the scheduler, not by itself
+        if rows and rows[-1]["stop_reason"] in (None, StopReason.RUNNING):
+            # ended by the scheduler, not by itself
+            rows[-1]["stop_reason"] = StopReason.ASHA_STOPPED
         self._prune_checkpoints()
         self.flush(force=True)
 
@@ -91,7 +94,7 @@ class ResultsRecorder:
             rows = self._trial_rows(trial_id)
         for row in rows:
             row["status"] = "ERROR"
-        rows[-1].update(stop_reason="error", error=message)
+        rows[-1].update(stop_reason=StopReason.ERROR, error=message)
         self._prune_checkpoints()
         self.flush(force=True)
 
@@ -138,7 +141,7 @@ def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
     """
     import optuna
 
-    from search.sweep import optuna_space
+    from search.space import optuna_space
 
     path = results_dir(experiment_dir) / "optuna.db"
     path.unlink(missing_ok=True)

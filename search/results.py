@@ -14,28 +14,53 @@ Writers replace files atomically, so a reader (the dashboard, live) never sees h
 from __future__ import annotations
 
 import json
-import os
+import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from search.atomic import replace_atomically
+
+if TYPE_CHECKING:
+    from search.config import AppConfig
 
 __all__ = [
     "METRIC_COLUMNS",
     "PARAM_COLUMNS",
     "TRIAL_COLUMNS",
     "ResultsError",
+    "StopReason",
     "best_trial",
     "describe_gain",
+    "experiment_path",
+    "is_remote",
     "list_sweeps",
+    "prefix_cache_dir",
     "read_sweep_meta",
     "read_trials",
+    "recorded_test_metrics",
     "results_dir",
+    "results_path",
+    "storage_root",
     "summarize_trials",
     "write_sweep_meta",
     "write_trials",
 ]
+
+class StopReason:
+    """Why a trial's run ended: the values of the ``stop_reason`` column, defined once. They are
+    plain strings, as the trials table, Tune's results and ``sweep.json`` store them."""
+
+    RUNNING = "running"  # not ended yet (or its end was never recorded)
+    COMPLETED = "completed"  # ran its planned steps or time
+    EARLY_STOPPED = "early_stopped"  # no improvement for train.patience evaluations
+    ASHA_STOPPED = "asha_stopped"  # cut by the scheduler
+    DIVERGED = "diverged"  # non-finite loss
+    ERROR = "error"  # raised
+    TERMINAL = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED, DIVERGED, ERROR)
+
 
 RESULTS_DIRNAME = "sftune"
 TRIALS_FILE = "trials.parquet"
@@ -50,7 +75,7 @@ METRIC_COLUMNS = (
     "tokens_per_s", "train_time_s", "wall_time_s", "peak_rss_mib", "peak_gpu_mem_mib",
 )
 #: status: Tune's trial status (PENDING, RUNNING, TERMINATED, ERROR).
-#: stop_reason: running | completed | early_stopped | asha_stopped | diverged | error.
+#: stop_reason: a StopReason value.
 #: phase: search (a trial of the search) | final (the best configuration trained on all data).
 #: default_point: the search trial at the space's defaults (the untuned baseline).
 #: epoch: epochs done at the evaluation (fractional: evaluations can fall mid-epoch);
@@ -66,27 +91,50 @@ class ResultsError(ValueError):
     """A results file is missing, corrupt or partial."""
 
 
+def is_remote(storage_path: str) -> bool:
+    return "://" in storage_path
+
+
+def storage_root(storage_path: str) -> str:
+    """Absolute local path, or the URI unchanged (s3://, gs://, ...)."""
+    return storage_path if is_remote(storage_path) else str(Path(storage_path).resolve())
+
+
+def experiment_path(cfg: AppConfig, name: str) -> str:
+    """Where Tune keeps the sweep ``name``: ``<tune.storage_path>/<name>``."""
+    root = storage_root(cfg.tune.storage_path)
+    return f"{root.rstrip('/')}/{name}" if is_remote(root) else str(Path(root) / name)
+
+
+def results_path(cfg: AppConfig, name: str) -> str:
+    """Where sftune's own results (``sftune/``) go: beside Tune's experiment when it is local;
+    under ``./runs/NAME`` on the driver when Tune writes to a bucket (pandas writes local files).
+    """
+    if is_remote(cfg.tune.storage_path):
+        return str(Path("runs").resolve() / name)
+    return experiment_path(cfg, name)
+
+
+def prefix_cache_dir(experiment_dir: str) -> Path:
+    """Where a node's trials share frozen-prefix activations (memory-mapped files).
+
+    Under the experiment dir when it is local; in the node's temp dir when the experiment lives
+    in a bucket (a memory map needs a local file).
+    """
+    if is_remote(experiment_dir):
+        return Path(tempfile.gettempdir()) / "sftune-prefix-cache" / Path(experiment_dir).name
+    return Path(experiment_dir) / "prefix_cache"
+
+
 def results_dir(experiment_dir: str | Path) -> Path:
     return Path(experiment_dir) / RESULTS_DIRNAME
-
-
-def _replace_atomically(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_trials(experiment_dir: str | Path, frame: pd.DataFrame) -> Path:
     """Write the per-trial, per-epoch table (columns in :data:`TRIAL_COLUMNS` order)."""
     frame = frame.reindex(columns=list(TRIAL_COLUMNS))
     target = results_dir(experiment_dir) / TRIALS_FILE
-    _replace_atomically(target, lambda tmp: frame.to_parquet(tmp, index=False))
+    replace_atomically(target, lambda tmp: frame.to_parquet(tmp, index=False))
     return target
 
 
@@ -111,7 +159,7 @@ def write_sweep_meta(experiment_dir: str | Path, meta: dict[str, Any]) -> Path:
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
 
-    _replace_atomically(target, write)
+    replace_atomically(target, write)
     return target
 
 
@@ -123,6 +171,19 @@ def read_sweep_meta(experiment_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ResultsError(f"{path} is corrupt: {err}") from None
+
+
+def recorded_test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float] | None:
+    """The test metrics ``sftune best`` recorded in ``sweep.json`` for ``trial_id`` (keyed by
+    trial: the test split is evaluated once per exported trial, never again); None when that
+    trial was never evaluated or its record holds a NaN."""
+    tests = meta.get("test")
+    recorded = tests.get(trial_id) if isinstance(tests, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    numbers = {k: v for k, v in recorded.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    return None if any(math.isnan(v) for v in numbers.values()) else numbers
 
 
 def update_sweep_meta(experiment_dir: str | Path, **fields: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ on the driver and shared with every trial through ``tune.with_parameters`` (Ray'
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,117 +23,32 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.config import AppConfig, Choice, Range, TrialParams, build_config, is_point
-from search.data import PreparedData, prepare_data, subset
+from search.budget import choose_final, final_config, search_budget, search_setup
+from search.config import AppConfig, TrialParams, build_config, is_point
+from search.data import PreparedData, prepare_data
 from search.head_init import ProbeHead, probe_for_config
 from search.model import load_tokenizer, resolve_model_dir
 from search.recorder import ResultsRecorder
-from search.results import read_sweep_meta, update_sweep_meta, write_sweep_meta
+from search.results import (
+    StopReason,
+    experiment_path,
+    prefix_cache_dir,
+    read_sweep_meta,
+    results_path,
+    storage_root,
+    update_sweep_meta,
+    write_sweep_meta,
+)
+from search.space import default_point, fixed_params, optuna_space, validate_space
 
-__all__ = [
-    "DefaultKeepingASHA",
-    "SweepError",
-    "choose_final",
-    "experiment_path",
-    "final_config",
-    "run_sweep",
-    "run_trial",
-    "search_setup",
-    "validate_space",
-]
+__all__ = ["DefaultKeepingASHA", "SweepError", "run_sweep", "run_trial"]
 
 log = logging.getLogger("sftune")
 TRAINABLE_NAME = "sftune_trial"
 
 
 class SweepError(ValueError):
-    """The sweep cannot start (bad space, missing experiment to resume, ...)."""
-
-
-def is_remote(storage_path: str) -> bool:
-    return "://" in storage_path
-
-
-def storage_root(storage_path: str) -> str:
-    """Absolute local path, or the URI unchanged (s3://, gs://, ...)."""
-    return storage_path if is_remote(storage_path) else str(Path(storage_path).resolve())
-
-
-def experiment_path(cfg: AppConfig, name: str) -> str:
-    root = storage_root(cfg.tune.storage_path)
-    return f"{root.rstrip('/')}/{name}" if is_remote(root) else str(Path(root) / name)
-
-
-def results_path(cfg: AppConfig, name: str) -> str:
-    """Where sftune's own results (``sftune/``) go: beside Tune's experiment when it is local;
-    under ``./runs/NAME`` on the driver when Tune writes to a bucket (pandas writes local files).
-    """
-    if is_remote(cfg.tune.storage_path):
-        return str(Path("runs").resolve() / name)
-    return experiment_path(cfg, name)
-
-
-def _model_layers(model_dir: Path) -> int:
-    config = json.loads((model_dir / "config.json").read_text())
-    return int(config["num_hidden_layers"])
-
-
-def validate_space(cfg: AppConfig, model_dir: Path) -> None:
-    """Checks that need the model (config-only checks already ran when the config was built)."""
-    layers = _model_layers(model_dir)
-    dim = cfg.space.frozen_depth
-    values = [dim.low, dim.high] if isinstance(dim, Range) else getattr(dim, "choices", [dim])
-    if max(values) > layers:
-        raise SweepError(
-            f"space.frozen_depth reaches {max(values):g} but model {cfg.model.name!r} has "
-            f"{layers} layers; allowed values are 0..{layers}"
-        )
-    if isinstance(cfg.space.dropout, Range) and cfg.space.dropout.high >= 1:
-        raise SweepError(f"space.dropout.high must be < 1, got {cfg.space.dropout.high}")
-
-
-def optuna_space(cfg: AppConfig) -> dict[str, Any]:
-    """Optuna distributions of the searched dimensions (integers stay integers)."""
-    import optuna.distributions as dist
-
-    space: dict[str, Any] = {}
-    for name, dim in cfg.space.searched().items():
-        if isinstance(dim, Choice):
-            space[name] = dist.CategoricalDistribution([type_for(name)(c) for c in dim.choices])
-        elif name in ("frozen_depth", "batch_size", "joint_epochs"):
-            space[name] = dist.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
-        else:
-            space[name] = dist.FloatDistribution(dim.low, dim.high, log=dim.log)
-    return space
-
-
-def default_point(cfg: AppConfig) -> dict[str, Any]:
-    """The searched dimensions at their defaults (the untuned trial), typed as Optuna's space."""
-    values = cfg.default_params().model_dump()
-    return {name: type_for(name)(values[name]) for name in cfg.space.searched()}
-
-
-def type_for(name: str) -> type:
-    return int if name in ("frozen_depth", "batch_size", "joint_epochs") else float
-
-
-def fixed_params(cfg: AppConfig) -> dict[str, Any]:
-    """The point's values that are not searched (constants, or train.* defaults)."""
-    searched = cfg.space.searched()
-    return {k: v for k, v in cfg.default_params().model_dump().items() if k not in searched}
-
-
-def prefix_cache_dir(experiment_dir: str) -> Path:
-    """Where a node's trials share frozen-prefix activations (memory-mapped files).
-
-    Under the experiment dir when it is local; in the node's temp dir when the experiment lives
-    in a bucket (a memory map needs a local file).
-    """
-    if is_remote(experiment_dir):
-        import tempfile
-
-        return Path(tempfile.gettempdir()) / "sftune-prefix-cache" / Path(experiment_dir).name
-    return Path(experiment_dir) / "prefix_cache"
+    """The sweep cannot start (missing experiment to resume, name clash, ...)."""
 
 
 def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
@@ -164,12 +78,12 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
     finally:
         del trainer
         _release_memory()
-    if result.stop_reason == "diverged":
+    if result.stop_reason == StopReason.DIVERGED:
         # A diverged trial ends normally (it is not a bug to retry); its score is the best epoch
         # before the blow-up, or 0 so the sampler learns to avoid that region.
         best = result.best["score"] if result.best else 0.0
         examples = result.history[-1]["examples"] + 1 if result.history else 1
-        tune.report({"score": best, "stop_reason": "diverged", "error": result.message,
+        tune.report({"score": best, "stop_reason": StopReason.DIVERGED, "error": result.message,
                      "examples": examples, "epoch": examples / len(data.train)})
 
 
@@ -375,40 +289,7 @@ def _restored_tuner(path: str, trainable):
 
 #: Trials still running this far past the search's budget (as a multiple of it) are stopped.
 STRAGGLER_FACTOR = 1.25
-#: Seconds of the budget kept for the test evaluations and the export after the final trial.
-EXPORT_RESERVE_S = 30.0
-#: The final trial trains at least this long, however little of the budget the search left.
-FINAL_MIN_S = 60.0
 FINAL_DIRNAME = "final"
-
-
-def search_setup(cfg: AppConfig, data: PreparedData) -> tuple[AppConfig, PreparedData]:
-    """The search's config and data: with ``tune.search_examples``, one pass over a stratified
-    subset of that many training examples, scored on ``tune.search_eval_examples``. With a
-    budget, a search trial also stops at half the search's share (its lr schedule fitted to
-    that), so at least two waves of trials fit and every trial reports, however slow the
-    machine or long the texts."""
-    if cfg.tune.search_examples is None:
-        return cfg, data
-    small = subset(data, train=cfg.tune.search_examples,
-                   validation=cfg.tune.search_eval_examples, seed=cfg.data.split_seed)
-    epochs = max(1, round(cfg.tune.search_examples / len(small.train)))
-    budget = _search_budget(cfg)
-    limit = cfg.train.time_limit_s
-    if budget is not None:
-        limit = min(limit or budget, budget / 2)
-    return _with_train(cfg, epochs=epochs, time_limit_s=limit), small
-
-
-def _with_train(cfg: AppConfig, **changes: Any) -> AppConfig:
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update=changes)})
-
-
-def _search_budget(cfg: AppConfig) -> float | None:
-    budget = cfg.tune.time_budget_s
-    if budget is None or cfg.tune.search_examples is None:
-        return budget
-    return budget * cfg.tune.search_fraction
 
 
 def _final_cpus(cfg: AppConfig) -> float:
@@ -416,44 +297,6 @@ def _final_cpus(cfg: AppConfig) -> float:
     wanted = cfg.tune.cpus_per_trial * cfg.tune.max_concurrent_trials
     largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
     return max(cfg.tune.cpus_per_trial, min(wanted, largest))
-
-
-def final_config(cfg: AppConfig, started: float, cpus: float) -> AppConfig:
-    """The final trial's config: what the budget has left (its lr schedule ends there), one
-    torch thread per CPU it holds (Ray pins reused workers to the search trials' one), and one
-    evaluation per epoch (and at its end) on the whole validation split: its evaluations only
-    pick its best checkpoint, and each costs a pass over that split."""
-    limit = cfg.train.time_limit_s
-    if cfg.tune.time_budget_s is not None:
-        left = cfg.tune.time_budget_s - (time.time() - started) - EXPORT_RESERVE_S
-        limit = max(FINAL_MIN_S, min(left, limit or left))
-    threads = cfg.train.num_threads
-    if threads is None and cfg.tune.gpus_per_trial == 0:
-        threads = max(1, int(cpus))
-    return _with_train(cfg, time_limit_s=limit, num_threads=threads, eval_every=None)
-
-
-def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
-    """Which search trial's configuration the final trial trains: the best one, unless it beats
-    the untuned default by less than ``tune.min_improvement`` (then the default's), or the
-    default point when no search trial was evaluated in time."""
-    from search.results import read_trials, summarize_trials
-
-    frame = read_trials(path)
-    search = summarize_trials(frame[frame["phase"] != "final"])
-    search = search[search["score"].notna()]
-    if search.empty:  # the budget ran out before any evaluation: train the untuned default
-        return {"trial_id": None, "params": default_point(cfg),
-                "reason": "untuned default: no search trial finished an evaluation"}
-    best, default = search.iloc[0], search[search["default_point"]]
-    reason = "best search trial"
-    if len(default) and best["score"] < default.iloc[0]["score"] + cfg.tune.min_improvement:
-        if best["trial_id"] != default.iloc[0]["trial_id"]:
-            reason = (f"untuned default: the best trial's lead ({best['score']:.4f} vs "
-                      f"{default.iloc[0]['score']:.4f}) is under tune.min_improvement")
-        best = default.iloc[0]
-    return {"trial_id": best["trial_id"], "reason": reason,
-            "params": {name: type_for(name)(best[name]) for name in cfg.space.searched()}}
 
 
 def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
@@ -466,7 +309,7 @@ def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: Results
         tuner = _restored_tuner(experiment_path(cfg, name), trainable)
     else:
         tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data,
-                           _search_budget(cfg))
+                           search_budget(cfg))
     tuner.fit()
 
 

@@ -27,6 +27,7 @@ from search.head_init import ProbeHead, fit_probe_head, load_head
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
+from search.results import StopReason
 
 __all__ = [
     "DivergedError",
@@ -54,7 +55,7 @@ class TrialResult:
     params: TrialParams
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
-    stop_reason: str = "completed"  # completed | early_stopped | diverged
+    stop_reason: str = StopReason.COMPLETED  # or EARLY_STOPPED, DIVERGED
     message: str = ""
     checkpoint_dir: Path | None = None
 
@@ -372,14 +373,14 @@ class Trainer:
             try:
                 window.add(batch, stage, *self._step(batch, stage, lr))
             except DivergedError as err:
-                result.stop_reason, result.message = "diverged", str(err)
+                result.stop_reason, result.message = StopReason.DIVERGED, str(err)
                 return result
             state.step += 1
             done = state.share(self.total_steps, time_limit) >= 1.0
             if done or state.step % self.eval_steps == 0:
                 metrics = self._evaluation(state, window, lr, done, result)
                 window = _Window()
-                if metrics["stop_reason"] != "running":
+                if metrics["stop_reason"] != StopReason.RUNNING:
                     result.stop_reason = metrics["stop_reason"]
                     break
         return result
@@ -404,7 +405,8 @@ class Trainer:
         metrics["score"] = metrics[metric] if improved else result.best[metric]
         stopped = state.stale >= self.cfg.train.patience
         metrics["stop_reason"] = (
-            "completed" if done else "early_stopped" if stopped else "running"
+            StopReason.COMPLETED if done else StopReason.EARLY_STOPPED if stopped
+            else StopReason.RUNNING
         )
         result.history.append(metrics)
         if improved:

@@ -33,9 +33,10 @@ from ray import serve
 from search.config import ServeConfig
 from serving.api import create_api
 from serving.auth import key_hash_from_env
-from serving.predictor import Predictor, default_threads
+from serving.predictor import Predictor
 from serving.schemas import Limits
 from serving.service import ModelService
+from serving.sizing import default_threads, replica_count
 
 __all__ = ["DEPLOYMENT_NAME", "AppArgs", "SftuneModel", "batch_wait_s", "build_app",
            "deployment_options"]
@@ -92,7 +93,7 @@ class SftuneModel:
                  api_key_sha256: str | None, test_metrics: dict[str, float] | None) -> None:
         cfg = ServeConfig.model_validate(settings)
         logging.getLogger("ray.serve").addFilter(_MergedDownstream())
-        replicas = cfg.min_replicas if cfg.autoscaling else cfg.replica_count()
+        replicas = cfg.min_replicas if cfg.autoscaling else replica_count(cfg)
         predictor = Predictor.load(
             model_dir, device=cfg.device, bf16=cfg.bf16,
             num_threads=cfg.num_threads or default_threads(max(1, replicas)),
@@ -162,7 +163,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
             "target_ongoing_requests": cfg.target_ongoing_requests,
         }
     else:
-        options["num_replicas"] = cfg.replica_count()
+        options["num_replicas"] = replica_count(cfg)
     return options
 
 

@@ -35,8 +35,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from search.atomic import write_json_atomically
 from search.config import ServeConfig
 from serving.resolve import ResolvedModel
+from serving.sizing import replica_count
 
 __all__ = [
     "ServeError",
@@ -124,12 +126,7 @@ def read_state(port: int) -> ServerState | None:
 
 
 def _write_state(state: ServerState) -> None:
-    path = _state_path(state.port)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(state), handle, indent=2)
-    os.replace(tmp, path)
+    write_json_atomically(_state_path(state.port), asdict(state), indent=2)
 
 
 def _as_resolved(model: str | Path | ResolvedModel) -> ResolvedModel:
@@ -157,7 +154,7 @@ _SERVE_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 def _local_cpus(cfg: ServeConfig) -> int:
     # Logical CPUs, not threads: room for every replica twice over, because a model swap starts
     # the new replicas before it stops the old ones.
-    replicas = cfg.max_replicas if cfg.autoscaling else cfg.replica_count()
+    replicas = cfg.max_replicas if cfg.autoscaling else replica_count(cfg)
     return max(os.cpu_count() or 1, int(2 * replicas * cfg.cpus_per_replica + 0.999))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,8 +27,9 @@ import torch
 
 from search import artifacts
 from search.device import resolve_device
+from serving.sizing import default_threads
 
-__all__ = ["CPU_FORWARD_BATCH", "Predictor", "default_threads", "model_id", "padded_shape"]
+__all__ = ["CPU_FORWARD_BATCH", "Predictor", "model_id", "padded_shape"]
 
 #: Texts per forward pass on CPU. Measured on 2 cores with MiniLM: batch 8 runs faster per text
 #: than 1 (less per-call overhead) and than 32 (whose padding and cache misses cost more).
@@ -38,15 +38,6 @@ CPU_FORWARD_BATCH = 8
 GPU_WIDTH_STEP = 32
 #: Token cap when neither config nor model says otherwise; BERT-family position tables stop here.
 DEFAULT_MAX_TOKENS = 512
-
-
-def default_threads(replicas: int = 1) -> int:
-    """The cores this process may use, shared among ``replicas`` replicas of one machine."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no affinity API
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, replicas))
 
 
 def model_id(model_dir: Path) -> str:
@@ -121,7 +112,8 @@ class Predictor:
              forward_batch_size: int | None = None) -> Predictor:
         """Load ``model_dir`` (safetensors only) onto ``device`` (`auto`, `cpu` or `cuda`).
 
-        ``num_threads`` sets torch's intra-op threads on CPU (None: :func:`default_threads`).
+        ``num_threads`` sets torch's intra-op threads on CPU (None:
+        :func:`serving.sizing.default_threads`).
         ``forward_batch_size`` caps texts per forward pass (None: 8 on CPU, unlimited on GPU).
         """
         model_dir = Path(model_dir)

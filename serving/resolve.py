@@ -6,10 +6,8 @@ Reads only the results format (:mod:`search.results`) and the checkpoint format
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from search import artifacts
 from search.results import (
@@ -18,6 +16,7 @@ from search.results import (
     list_sweeps,
     read_sweep_meta,
     read_trials,
+    recorded_test_metrics,
     summarize_trials,
 )
 
@@ -117,9 +116,6 @@ def _checkpoint_of(row, experiment: Path) -> Path:
 def _recorded_test(experiment: Path, trial_id: str) -> dict[str, float] | None:
     # `sftune best` records test metrics per trial in sweep.json; never compute them here.
     try:
-        recorded: dict[str, Any] = (read_sweep_meta(experiment).get("test") or {}).get(trial_id)
+        return recorded_test_metrics(read_sweep_meta(experiment), trial_id)
     except ResultsError:
         return None
-    if not recorded or any(isinstance(v, float) and math.isnan(v) for v in recorded.values()):
-        return None
-    return recorded

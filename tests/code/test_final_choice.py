@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
+from search.budget import choose_final
 from search.results import write_trials
-from search.sweep import choose_final
 from tests.conftest import tiny_config
 
 
@@ -50,7 +50,7 @@ def test_with_no_evaluated_search_trial_the_final_trains_the_default_point(
 
 def test_search_trials_stop_at_half_the_searchs_share_of_the_budget(tiny_model_dir,
                                                                     reviews_csv):
-    from search.sweep import search_setup
+    from search.budget import search_setup
     from tests.conftest import tiny_data
 
     cfg = tiny_config(tiny_model_dir, reviews_csv, "tune.time_budget_s=100",

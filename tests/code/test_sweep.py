@@ -11,6 +11,7 @@ from ray import cloudpickle
 
 from search import artifacts
 from search.results import read_sweep_meta, read_trials, summarize_trials
+from search.space import SpaceError
 from search.sweep import SweepError, run_sweep, run_trial
 from tests.conftest import tiny_config, tiny_data
 
@@ -138,10 +139,10 @@ def test_raising_and_diverging_trials_are_recorded_and_the_sweep_completes(
 
 def test_bad_spaces_are_rejected_before_launch(tiny_model_dir, reviews_csv, tmp_path):
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "space.frozen_depth={low: 0, high: 5}")
-    with pytest.raises(SweepError, match=r"reaches 5 but model .* has 2 layers; allowed .* 0..2"):
+    with pytest.raises(SpaceError, match=r"reaches 5 but model .* has 2 layers; allowed .* 0..2"):
         run_sweep(cfg, name="bad")
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "space.dropout={low: 0.1, high: 1.5}")
-    with pytest.raises(SweepError, match="space.dropout.high must be < 1"):
+    with pytest.raises(SpaceError, match="space.dropout.high must be < 1"):
         run_sweep(cfg, name="bad2")
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path)
     with pytest.raises(SweepError, match="no sweep to resume"):
@@ -255,7 +256,7 @@ def test_final_trial_gets_what_the_budget_left_all_lanes_and_per_epoch_evaluatio
 ):
     import time
 
-    from search.sweep import EXPORT_RESERVE_S, FINAL_MIN_S, final_config
+    from search.budget import EXPORT_RESERVE_S, FINAL_MIN_S, final_config
 
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.time_budget_s=600",
                "train.eval_every=16")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from search.config import ConfigError, load_config
+from serving.sizing import replica_count
 
 
 def test_defaults_batch_and_bind_loopback():
@@ -36,4 +37,4 @@ def test_bad_serve_settings_name_the_keys(overrides, words):
 ])
 def test_replica_count_default_depends_on_the_hardware(monkeypatch, overrides, cores, replicas):
     monkeypatch.setattr("os.cpu_count", lambda: cores)
-    assert load_config(None, overrides).serve.replica_count() == replicas
+    assert replica_count(load_config(None, overrides).serve) == replicas
