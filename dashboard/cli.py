@@ -12,8 +12,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["cmd_dashboard", "register", "resolve"]
+if TYPE_CHECKING:
+    from dashboard.settings import Settings
+    from search.config import AppConfig
+
+__all__ = ["cmd_dashboard", "register", "resolve", "run_dashboard", "settings_for"]
 
 EXAMPLES = """examples:
   sftune dashboard --storage runs
@@ -41,34 +46,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_dashboard)
 
 
-def resolve(args: argparse.Namespace):
-    """The app's :class:`~dashboard.settings.Settings` and the (host, port) to bind."""
+def settings_for(cfg: AppConfig, *, storage: str | None = None, serve_url: str | None = None,
+                 api_key_env: str | None = None) -> Settings:
+    """The app's settings: the given values over the config's ``dashboard`` section."""
     from dashboard.settings import Settings
+
+    board = cfg.dashboard
+    storage = storage or cfg.tune.storage_path
+    if "://" not in storage:  # the child runs elsewhere in the tree: pass an absolute path
+        storage = str(Path(storage).expanduser().resolve())
+    return Settings(
+        storage=storage,
+        serve_url=serve_url or board.serve_url,
+        api_key_env=api_key_env or board.api_key_env or cfg.serve.api_key_env,
+        refresh_s=board.refresh_s,
+    )
+
+
+def resolve(args: argparse.Namespace) -> tuple[Settings, str, int]:
+    """The app's :class:`~dashboard.settings.Settings` and the (host, port) to bind."""
     from search.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    board = cfg.dashboard
-    storage = args.storage or cfg.tune.storage_path
-    if "://" not in storage:  # the child runs elsewhere in the tree: pass an absolute path
-        storage = str(Path(storage).expanduser().resolve())
-    settings = Settings(
-        storage=storage,
-        serve_url=args.serve_url or board.serve_url,
-        api_key_env=args.api_key_env or board.api_key_env or cfg.serve.api_key_env,
-        refresh_s=board.refresh_s,
-    )
-    return settings, (args.host or board.host), (args.port or board.port)
+    settings = settings_for(cfg, storage=args.storage, serve_url=args.serve_url,
+                            api_key_env=args.api_key_env)
+    return settings, (args.host or cfg.dashboard.host), (args.port or cfg.dashboard.port)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Run the Streamlit app until interrupted; returns its exit code."""
+    settings, host, port = resolve(args)
+    return run_dashboard(settings, host=host, port=port, print_command=args.print_command)
+
+
+def run_dashboard(settings: Settings, *, host: str, port: int,
+                  print_command: bool = False) -> int:
+    """Run the Streamlit app until interrupted; returns its exit code (or print its command)."""
     from dashboard.launch import LOOPBACK, streamlit_command
 
-    settings, host, port = resolve(args)
     if not 1 <= port <= 65535:
         raise ValueError(f"--port must be in 1..65535, got {port}")
     command = streamlit_command(host=host, port=port)
-    if args.print_command:
+    if print_command:
         print(shlex.join(command))
         for key, value in sorted(settings.to_env().items()):
             print(f"{key}={value}")

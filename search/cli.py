@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from search.config import AppConfig, ConfigError, load_config
+from search.config import BUILTIN_CONFIGS, AppConfig, ConfigError, load_config
 from search.results import StopReason
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "register"]
+
+#: The packages' command modules, in the order `sftune --help` lists their commands.
+COMMAND_MODULES = ("search.cli", "serving.cli", "dashboard.cli")
 
 EPILOG = """examples:
   sftune sweep --config configs/default.yaml --name demo
@@ -163,7 +167,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sweep, export, serve and open the dashboard: the whole product in one command."""
-    from dashboard.cli import cmd_dashboard
+    from dashboard.cli import run_dashboard, settings_for
     from search.best import export_best
     from search.sweep import run_sweep
     from serving.deploy import start_background, stop
@@ -176,12 +180,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     url = start_background(best["export_dir"], cfg.serve)
     print(f"serving:   {url}/predict   (docs: {url}/docs); the model's test accuracy is "
           f"{best['test_accuracy']:.3f} on {int(best['test_examples']):,} held-out reviews")
-    board = argparse.Namespace(
-        config=args.config, overrides=args.overrides, storage=None, serve_url=url, port=None,
-        host=None, api_key_env=None, print_command=False,
-    )
-    try:
-        return cmd_dashboard(board)  # prints its URL and runs until Ctrl-C
+    try:  # prints its URL and runs until Ctrl-C
+        return run_dashboard(settings_for(cfg, serve_url=url), host=cfg.dashboard.host,
+                             port=cfg.dashboard.port)
     finally:
         stop(cfg.serve)
 
@@ -201,7 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Each package owns its subcommands and adds them the same way, by a `register(sub)`; their
+    # cli modules import nothing heavy, so `sftune --help` stays fast, and the core of `search`
+    # never imports serving or the dashboard.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
 
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add search's subcommands (train, sweep, demo, results, best, assets)."""
     train = sub.add_parser("train", help="train one trial at the config's default params (no Ray)")
     _add_config_args(train)
     train.add_argument("--output", type=Path, help="output dir (default: runs/train-<time>)")
@@ -222,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "dashboard (Ctrl-C stops both)")
     _add_config_args(demo)
     demo.add_argument("--name", help="experiment name (default: demo-<time>)")
-    demo.set_defaults(func=cmd_demo, config=Path(__file__).resolve().parents[1] / "configs"
-                      / "demo.yaml")
+    demo.set_defaults(func=cmd_demo, config=BUILTIN_CONFIGS / "demo.yaml")
 
     results = sub.add_parser("results", help="print a sweep's top trials and disk use")
     results.add_argument("name", help="sweep name")
@@ -243,17 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     install = assets_sub.add_parser("install", help="download and extract them (no deps)")
     install.add_argument("--home", type=Path, help="target dir (default: <venv>/share/sftune)")
     install.set_defaults(func=cmd_assets)
-    _register_plugins(sub)
-    return parser
-
-
-def _register_plugins(sub: argparse._SubParsersAction) -> None:
-    # Serving and the dashboard own their subcommands; their cli modules import nothing heavy, so
-    # `sftune --help` stays fast and the core of `search` never imports them.
-    import importlib
-
-    for module in ("serving.cli", "dashboard.cli"):
-        importlib.import_module(module).register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "BUILTIN_CONFIGS",
     "AppConfig",
     "ConfigError",
     "DataConfig",
@@ -36,9 +37,11 @@ __all__ = [
     "TrialParams",
     "TuneConfig",
     "build_config",
+    "builtin_configs",
     "is_point",
     "load_config",
     "parse_overrides",
+    "resolve_config_path",
 ]
 
 #: The sweep's searched dimensions, in the order they are shown everywhere.
@@ -563,14 +566,33 @@ def build_config(values: dict[str, Any], source: str = "config") -> AppConfig:
         raise ConfigError(_format_error(err, source)) from None
 
 
+#: The configs that ship with sftune (package data): `--config default` names configs/default.yaml.
+BUILTIN_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file's path: ``path`` itself, or the built-in config of that bare name."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    builtin = BUILTIN_CONFIGS / f"{path.name}.yaml"
+    if str(path) == path.stem and builtin.is_file():
+        return builtin
+    raise ConfigError(f"config file not found: {path} (built-in configs, by name: "
+                      f"{', '.join(builtin_configs())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
-    """Load a YAML config (or the built-in defaults) and apply dotted overrides."""
+    """Load a YAML config (a file, a built-in config's name, or None for the built-in defaults)
+    and apply dotted overrides."""
     values: dict[str, Any] = {}
     source = "built-in defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = resolve_config_path(path)
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

@@ -76,3 +76,12 @@ def test_on_off_words_survive_yaml_booleans(tmp_path):
     path.write_text("train:\n  prefix_cache: on\n")
     assert load_config(path).train.prefix_cache == "on"
     assert load_config(None, ["space.lr=1e-5"]).default_params().lr == 1e-5  # not a string
+
+
+def test_built_in_configs_load_by_name_and_an_unknown_name_lists_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the names resolve to the packaged files
+    assert load_config("smoke").tune.num_samples == load_config(
+        Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml").tune.num_samples
+    assert load_config("default").tune.time_budget_s is not None
+    with pytest.raises(ConfigError, match=r"built-in configs, by name: default, demo, full, "):
+        load_config("nope")

@@ -67,3 +67,13 @@ def test_settings_round_trip_through_the_environment_and_never_carry_the_key():
     assert settings.api_key({}) is None and Settings().api_key({"MY_KEY": "x"}) is None
     assert Settings.from_env({"SFTUNE_DASHBOARD_REFRESH_S": "soon"}).refresh_s == 5.0
     assert Settings.from_env({"SFTUNE_DASHBOARD_REFRESH_S": "0.1"}).refresh_s == 1.0
+
+
+def test_settings_for_a_config_are_typed_for_callers_such_as_demo(tmp_path):
+    from dashboard.cli import settings_for
+    from search.config import load_config
+
+    cfg = load_config(None, [f"tune.storage_path={tmp_path}", "serve.api_key_env=K"])
+    settings = settings_for(cfg, serve_url="http://127.0.0.1:8123")
+    assert settings == Settings(storage=str(tmp_path), serve_url="http://127.0.0.1:8123",
+                                api_key_env="K", refresh_s=cfg.dashboard.refresh_s)
