@@ -3,18 +3,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.config import AppConfig, ConfigError, Range, load_config, parse_overrides
+from search.config import ConfigError, Range, load_config, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_build_and_give_a_trainable_point():
-    cfg = AppConfig()
-    params = cfg.default_params()
-    assert params.frozen_depth == 0
-    assert params.alpha == pytest.approx(cfg.space.alpha.default)
-    assert params.joint_epochs == 0  # the untuned point is a plain task-loss fine-tune
-    assert isinstance(params.batch_size, int) and isinstance(params.joint_epochs, int)
+@pytest.mark.parametrize("name", [None, "default", "demo", "full", "smoke"])
+def test_every_shipped_config_has_its_default_point_inside_its_space(name):
+    cfg = load_config(name)
+    params = cfg.default_params().model_dump()
+    for dimension, dim in cfg.space.searched().items():
+        value = params[dimension]
+        if isinstance(dim, Range):
+            assert dim.low <= value <= dim.high, (name, dimension, value)
+        else:
+            assert value in dim.choices, (name, dimension, value)
+    assert isinstance(params["frozen_depth"], int) and isinstance(params["joint_epochs"], int)
 
 
 def test_overrides_are_parsed_as_yaml_and_nested():

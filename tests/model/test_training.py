@@ -37,7 +37,14 @@ def test_score_is_the_best_epoch_and_checkpoint_only_on_improvement(
     reports = []
     trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, "train.epochs=4",
                        "train.patience=10", report=lambda m, c: reports.append((m, c)))
+    # A fixed sequence of validation scores, so both branches run: improvements (epochs 1, 2,
+    # 4) and a worse epoch (3), whose score stays at the best so far and which saves nothing.
+    scores = iter([0.6, 0.7, 0.65, 0.8])
+    evaluate = trainer.evaluate
+    trainer.evaluate = lambda split: {**evaluate(split), "accuracy": next(scores)}
     result = trainer.fit()
+    assert [m["score"] for m, _ in reports] == [0.6, 0.7, 0.7, 0.8]
+    assert [c is not None for _, c in reports] == [True, True, False, True]
     running_best = -1.0
     for metrics, checkpoint in reports:
         improved = metrics["val_accuracy"] > running_best

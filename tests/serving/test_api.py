@@ -138,8 +138,12 @@ def test_stuck_model_times_out_with_504_not_a_hang():
 
 def test_service_times_each_forward_for_the_batch_wait(predictor):
     import asyncio
+    import time
 
     service = ModelService(predictor, limits=LIMITS)
     assert service.last_forward_s is None
+    started = time.perf_counter()
     asyncio.run(service.predict(["a good film"]))
-    assert 0 < service.last_forward_s < 30
+    elapsed = time.perf_counter() - started
+    # In seconds, and the forward pass only: never more than the whole call took.
+    assert 0 < service.last_forward_s <= elapsed
