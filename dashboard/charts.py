@@ -27,13 +27,15 @@ __all__ = [
 
 _OUTCOME_COLORS = {
     StopReason.COMPLETED: "#2a9d8f", StopReason.EARLY_STOPPED: "#e9c46a",
-    StopReason.ASHA_STOPPED: "#f4a261", StopReason.DIVERGED: "#e76f51",
+    StopReason.ASHA_STOPPED: "#f4a261", StopReason.BUDGET_STOPPED: "#b5838d",
+    StopReason.DIVERGED: "#e76f51",
     StopReason.ERROR: "#9b2226", StopReason.RUNNING: "#457b9d", "pending": "#a8dadc",
 }
 # Trials that ended before their budget get an X on their last epoch and a note in the legend.
 _STOPPED_EARLY = {StopReason.EARLY_STOPPED: "early stopped",
-                  StopReason.ASHA_STOPPED: "ASHA-stopped", StopReason.DIVERGED: "diverged",
-                  StopReason.ERROR: "error"}
+                  StopReason.ASHA_STOPPED: "ASHA-stopped",
+                  StopReason.BUDGET_STOPPED: "stopped at the budget",
+                  StopReason.DIVERGED: "diverged", StopReason.ERROR: "error"}
 
 
 def _log_ticks(lo: float, hi: float) -> np.ndarray:

@@ -54,6 +54,7 @@ OUTCOME_LABELS = {
     StopReason.COMPLETED: "completed",
     StopReason.EARLY_STOPPED: "early stopped (patience)",
     StopReason.ASHA_STOPPED: "stopped by ASHA",
+    StopReason.BUDGET_STOPPED: "stopped at the time budget",
     StopReason.DIVERGED: "diverged",
     StopReason.ERROR: "error",
     StopReason.RUNNING: "running",
@@ -62,7 +63,8 @@ OUTCOME_LABELS = {
 # The buckets of the Sweeps page; diverged counts as errored because it produced no model.
 _BUCKETS = {
     StopReason.COMPLETED: "finished", StopReason.EARLY_STOPPED: "stopped_early",
-    StopReason.ASHA_STOPPED: "stopped_early", StopReason.DIVERGED: "errored",
+    StopReason.ASHA_STOPPED: "stopped_early", StopReason.BUDGET_STOPPED: "stopped_early",
+    StopReason.DIVERGED: "errored",
     StopReason.ERROR: "errored", StopReason.RUNNING: "running", "pending": "running",
 }
 _TERMINAL_REASONS = set(StopReason.TERMINAL)

@@ -19,7 +19,8 @@ from search.results import StopReason, write_sweep_meta, write_trials
 __all__ = ["make_synthetic_sweep", "synthetic_trials"]
 
 # Outcome mix of a typical ASHA sweep; the order matches _OUTCOME_P.
-_OUTCOMES = StopReason.TERMINAL
+_OUTCOMES = (StopReason.COMPLETED, StopReason.EARLY_STOPPED, StopReason.ASHA_STOPPED,
+             StopReason.DIVERGED, StopReason.ERROR)
 _OUTCOME_P = (0.55, 0.15, 0.20, 0.05, 0.05)
 
 

@@ -87,6 +87,15 @@ class ResultsRecorder:
         self._prune_checkpoints()
         self.flush(force=True)
 
+    def on_budget_end(self, trial_ids: list[str]) -> None:
+        """Trials that ended while still running because the sweep's time ran out."""
+        for trial_id in trial_ids:
+            rows = self._trial_rows(trial_id)
+            if rows and rows[-1]["stop_reason"] in (None, StopReason.RUNNING):
+                for row in rows:
+                    row["status"] = "TERMINATED"
+                rows[-1]["stop_reason"] = StopReason.BUDGET_STOPPED
+
     def on_error(self, trial_id: str, config: dict[str, Any], message: str) -> None:
         rows = self._trial_rows(trial_id)
         if not rows:  # it failed before its first evaluation: keep a row so it is not lost

@@ -57,9 +57,10 @@ class StopReason:
     COMPLETED = "completed"  # ran its planned steps or time
     EARLY_STOPPED = "early_stopped"  # no improvement for train.patience evaluations
     ASHA_STOPPED = "asha_stopped"  # cut by the scheduler
+    BUDGET_STOPPED = "budget_stopped"  # still running when the sweep's time budget ran out
     DIVERGED = "diverged"  # non-finite loss
     ERROR = "error"  # raised
-    TERMINAL = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED, DIVERGED, ERROR)
+    TERMINAL = (COMPLETED, EARLY_STOPPED, ASHA_STOPPED, DIVERGED, ERROR, BUDGET_STOPPED)
 
 
 RESULTS_DIRNAME = "sftune"

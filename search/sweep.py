@@ -128,6 +128,8 @@ class _RecorderCallback(tune.Callback):
         self.recorder.on_error(trial.trial_id, trial.config, _error_text(trial))
 
     def on_experiment_end(self, trials, **info) -> None:
+        # Trials Tune ended at the experiment's time limit get no on_trial_complete call.
+        self.recorder.on_budget_end([t.trial_id for t in trials if t.status == "TERMINATED"])
         self.recorder.flush(force=True)
 
 

@@ -57,6 +57,18 @@ def test_events_become_rows_with_their_stop_reasons(recorder, tmp_path):
     assert set(frame["stop_reason"]) <= {StopReason.RUNNING, *StopReason.TERMINAL}
 
 
+def test_trials_still_running_when_the_budget_ends_say_so(recorder, tmp_path):
+    recorder.on_result("done", DEFAULT, _result(100, 0.7, 0.7, StopReason.COMPLETED))
+    recorder.on_complete("done")
+    recorder.on_result("slow", {"lr": 2e-4, "dropout": 0.0}, _result(50, 0.6, 0.6))
+    recorder.on_budget_end(["done", "slow"])
+    recorder.flush(force=True)
+    last = read_trials(tmp_path).groupby("trial_id").tail(1).set_index("trial_id")
+    assert last.loc["done", "stop_reason"] == StopReason.COMPLETED  # its own end is kept
+    assert last.loc["slow", "stop_reason"] == StopReason.BUDGET_STOPPED
+    assert last.loc["slow", "status"] == "TERMINATED"
+
+
 def test_only_the_top_trials_and_the_default_keep_checkpoints(recorder, tmp_path):
     paths = {}
     for trial, config, score in (("dflt", DEFAULT, 0.70), ("top", {"lr": 2e-4, "dropout": 0},
