@@ -7,6 +7,8 @@ For each dataset and split seed, on the same splits and the same cores, with the
   frozen layers, ``--untuned-lr``, the stock fresh head: ``train.head_init=random``), on all the
   training data for up to 3 epochs, its lr schedule fitted to the budget
   (``train.time_limit_s``), best evaluation kept;
+- ``untuned-probe``: the same fine-tune with sftune's head warm start (``train.head_init=probe``):
+  what the probe alone is worth;
 - ``sftune``: ``sftune sweep --config configs/default.yaml`` given the budget
   (``tune.time_budget_s``), then its exported model tested once.
 
@@ -40,7 +42,8 @@ from bench.datasets import load  # noqa: E402
 CONFIG = ROOT / "configs" / "default.yaml"
 #: Seconds of the budget the untuned run keeps for its test evaluation, as the sweep does.
 RESERVE_S = 30.0
-SYSTEMS = ("tfidf", "untuned", "sftune")
+SYSTEMS = ("tfidf", "untuned", "untuned-probe", "sftune")
+DEFAULT_SYSTEMS = ("tfidf", "untuned", "sftune")  # untuned-probe is an ablation, on request
 
 
 def _config(source: str, seed: int, extra: list[str]):
@@ -73,7 +76,8 @@ def run_tfidf(source: str, seed: int, budget: float, args) -> dict[str, Any]:
             "train_examples": len(splits.train), "test_examples": len(splits.test)}
 
 
-def run_untuned(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+def run_untuned(source: str, seed: int, budget: float, args, head: str = "random"
+                ) -> dict[str, Any]:
     from search.best import evaluate_checkpoint
     from search.data import prepare_data
     from search.model import load_tokenizer, resolve_model_dir
@@ -83,7 +87,7 @@ def run_untuned(source: str, seed: int, budget: float, args) -> dict[str, Any]:
     cfg = _config(source, seed, [
         f"space.lr={args.untuned_lr}", "space.frozen_depth=0", "space.joint_epochs=0",
         "space.dropout=0.1", "space.weight_decay=0.01", f"train.epochs={args.untuned_epochs}",
-        "train.head_init=random",  # the stock fresh head of a fine-tune by hand
+        f"train.head_init={head}",  # random: the stock fresh head of a fine-tune by hand
         "train.eval_every=null", "train.patience=10"])
     model_dir = resolve_model_dir(cfg.model.name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))
@@ -94,8 +98,13 @@ def run_untuned(source: str, seed: int, budget: float, args) -> dict[str, Any]:
                          workdir=Path(tmp)).fit()
         test = evaluate_checkpoint(result.checkpoint_dir, cfg)
     return {**test, "best_val_accuracy": result.best["val_accuracy"],
-            "epochs_run": result.history[-1]["epoch"], "lr": args.untuned_lr,
+            "epochs_run": result.history[-1]["epoch"], "lr": args.untuned_lr, "head_init": head,
             "train_examples": len(data.train), "max_length": data.max_length}
+
+
+def run_untuned_probe(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+    """The untuned fine-tune with sftune's head warm start: the ablation of the probe alone."""
+    return run_untuned(source, seed, budget, args, head="probe")
 
 
 def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
@@ -133,7 +142,8 @@ def _val_majority(cfg) -> float:
     return _majority(split_frame(frame, cfg.data, names).validation["label"])
 
 
-RUNNERS = {"tfidf": run_tfidf, "untuned": run_untuned, "sftune": run_sftune}
+RUNNERS = {"tfidf": run_tfidf, "untuned": run_untuned, "untuned-probe": run_untuned_probe,
+           "sftune": run_sftune}
 
 
 def _child(system: str, source: str, seed: int, budget: float, args, queue) -> None:
@@ -204,7 +214,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=None,
                         help="wall budget per system and seed, s (default: configs/default.yaml's"
                         " tune.time_budget_s, make run's)")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--untuned-lr", type=float, default=5e-5)
     parser.add_argument("--untuned-epochs", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
