@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from search.recorder import ResultsRecorder
@@ -81,7 +82,7 @@ def test_only_the_top_trials_and_the_default_keep_checkpoints(recorder, tmp_path
     summary = summarize_trials(read_trials(tmp_path)).set_index("trial_id")
     assert summary.loc["top", "checkpoint"] == paths["top"]  # keep_checkpoints=1
     assert summary.loc["dflt", "checkpoint"] == paths["dflt"]  # the tuning gain's baseline
-    assert summary.loc["low", "checkpoint"] is None
+    assert pd.isna(summary.loc["low", "checkpoint"])
     assert not (tmp_path / "ckpt" / "low").exists()
 
 

@@ -24,9 +24,9 @@ def _state_dir(tmp_path, monkeypatch):
 def test_state_of_a_dead_owner_is_dropped(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    state = {"pid": child.pid, "address": "127.0.0.1:1", "url": "http://127.0.0.1:9",
-             "port": 9, "app_name": "sftune", "model_dir": "/m", "started_at": "now"}
-    (tmp_path / "serve-9.json").write_text(json.dumps(state))
+    record = {"pid": child.pid, "address": "127.0.0.1:1", "url": "http://127.0.0.1:9",
+              "port": 9, "app_name": "sftune", "model_dir": "/m", "started_at": "now"}
+    (tmp_path / "serve-9.json").write_text(json.dumps(record))
     assert state.read_state(9) is None
     assert not (tmp_path / "serve-9.json").exists()
     assert deploy.stop(ServeConfig(port=9)) is False
