@@ -374,10 +374,6 @@ def _map(stem: Path, key: CacheKey, shape: tuple[int, int], dtype) -> np.ndarray
     return np.load(values_path, mmap_mode="r")
 
 
-def _replace_json(path: Path, payload: dict) -> None:
-    write_json_atomically(path, payload, indent=1)
-
-
 def _write(stem: Path, key: CacheKey, shape: tuple[int, int], dtype, fill) -> None:
     """Compute into a temp file and move it in place; the JSON, written last, marks it done."""
     def write(tmp: str) -> None:
@@ -389,7 +385,7 @@ def _write(stem: Path, key: CacheKey, shape: tuple[int, int], dtype, fill) -> No
     replace_atomically(stem.with_suffix(".npy"), write)
     meta = {"key": asdict(key), "shape": list(shape), "dtype": np.dtype(dtype).str,
             "created": time.time(), "torch": torch.__version__}
-    _replace_json(stem.with_suffix(".json"), meta)
+    write_json_atomically(stem.with_suffix(".json"), meta, indent=1)
 
 
 def _load_or_build(directory: Path, key: CacheKey, shape: tuple[int, int], dtype,

@@ -23,7 +23,7 @@ from search import artifacts
 from search.config import AppConfig, TrialParams
 from search.data import EncodedSplit, PreparedData, iter_batches
 from search.device import resolve_device
-from search.head_init import ProbeHead, fit_probe_head, load_head
+from search.head_init import ProbeHead, fit_configured_probe, load_head
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
@@ -209,11 +209,7 @@ class Trainer:
         if self.cfg.train.head_init == "random":
             return {"head_init": "random"}
         if self.head is None:
-            self.head = fit_probe_head(
-                self.model, self.data, examples=self.cfg.train.probe_examples,
-                batch_size=self.cfg.train.batch_size, seed=self.cfg.train.seed,
-                device=self.device,
-            )
+            self.head = fit_configured_probe(self.model, self.data, self.cfg, self.device)
         load_head(self.model, self.head)
         return self.head.describe()
 
