@@ -14,7 +14,7 @@ import streamlit as st
 
 from dashboard import importance, loaders, space
 from dashboard.local_model import LocalModel, load_local_model
-from search.results import SWEEP_FILE, list_sweeps, results_dir
+from search.results import SWEEP_FILE, is_remote, list_sweeps, results_dir
 
 __all__ = ["local_model", "param_importance", "quick_meta", "sweep", "sweep_paths", "sweep_rows"]
 
@@ -32,7 +32,7 @@ def sweep(path: str | Path) -> loaders.Sweep:
 
 def sweep_paths(storage: str) -> list[Path]:
     """Sweeps under ``storage``, newest first (a directory listing: cheap, so never cached)."""
-    return list_sweeps(storage) if "://" not in storage else []
+    return [] if is_remote(storage) else list_sweeps(storage)
 
 
 def sweep_rows(paths: list[Path]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from search.results import (
     PARAM_COLUMNS,
     TRIAL_COLUMNS,
     StopReason,
+    is_remote,
     read_trials,
     results_dir,
     summarize_trials,
@@ -118,7 +119,7 @@ class ResultsRecorder:
         doomed = finished["trial_id"]
         for trial_id in doomed:
             path = self._checkpoints.get(trial_id)
-            if path and "://" not in path:
+            if path and not is_remote(path):
                 shutil.rmtree(path, ignore_errors=True)
             self._checkpoints[trial_id] = None
 

@@ -13,6 +13,7 @@ from search import artifacts
 from search.results import (
     ResultsError,
     best_trial,
+    is_remote,
     list_sweeps,
     read_sweep_meta,
     read_trials,
@@ -51,7 +52,7 @@ def resolve_model(*, name: str | None = None, trial: str | None = None, model: s
         if name is not None or trial is not None:
             raise ResultsError("give either a sweep NAME (and --trial) or --model DIR, not both")
         return _from_directory(Path(model).expanduser())
-    if "://" in storage_path:
+    if is_remote(storage_path):
         raise ResultsError(
             f"storage {storage_path} is remote; sftune serve reads local results. Export the "
             "model (`sftune best NAME --export DIR`) and pass --model DIR"
