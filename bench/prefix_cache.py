@@ -38,8 +38,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from search.batching import length_grouped_order  # noqa: E402
 from search.config import AppConfig, load_config  # noqa: E402
-from search.data import PreparedData, length_grouped_order, prepare_data  # noqa: E402
+from search.data import PreparedData, prepare_data  # noqa: E402
 from search.model import load_tokenizer, resolve_model_dir  # noqa: E402
 from search.train import Trainer  # noqa: E402
 

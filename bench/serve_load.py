@@ -86,7 +86,7 @@ def make_checkpoint(base: str, target: Path, *, random_weights: bool) -> Path:
 def review_texts(limit: int = 4000) -> list[str]:
     """Real reviews from the default data, shuffled with a fixed seed."""
     from search.config import DataConfig
-    from search.data import load_labeled_frame
+    from search.sources import load_labeled_frame
 
     frame, _ = load_labeled_frame(DataConfig())
     return frame["text"].sample(frac=1.0, random_state=0).head(limit).tolist()

@@ -21,6 +21,7 @@ from search.results import (
     TRIALS_FILE,
     ResultsError,
     StopReason,
+    pick_best,
     read_sweep_meta,
     read_trials,
     recorded_test_metrics,
@@ -227,14 +228,9 @@ def sweep_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def best_card(sweep: Sweep) -> dict[str, Any] | None:
     """The best trial: its params, best-epoch validation metrics, test metrics and epochs."""
-    table = sweep.table
-    scored = table[table["score"].notna()] if len(table) else table
-    if scored.empty:
+    best = pick_best(sweep.table)  # the same rule as `sftune best`
+    if best is None:
         return None
-    # The sweep's model: its final trial (the best configuration trained on all the data) once
-    # it has an evaluation, else the best search trial (trial_table sorts by score).
-    final = scored[scored["phase"] == "final"] if "phase" in scored else scored.iloc[:0]
-    best = final.iloc[0] if len(final) else scored.iloc[0]
     params = {p: _plain(best[p]) for p in PARAM_COLUMNS if pd.notna(best[p])}
     val = {m: float(best[m]) for m in ("val_accuracy", "val_f1_macro", "val_loss")
            if pd.notna(best[m])}
@@ -242,7 +238,7 @@ def best_card(sweep: Sweep) -> dict[str, Any] | None:
     return {"trial_id": str(best["trial_id"]), "params": params, "val": val, "test": test,
             "score": float(best["score"]), "best_epoch": round(float(best["best_epoch"]), 2),
             "epochs": round(float(best["epochs"]), 2), "status": str(best["status_label"]),
-            "final": bool(len(final)), "tuning_gain": sweep.meta.get("tuning_gain")}
+            "final": best.get("phase") == "final", "tuning_gain": sweep.meta.get("tuning_gain")}
 
 
 def test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float | int]:

@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from search.batching import iter_batches
 from search.config import AppConfig
-from search.data import EncodedSplit, PreparedData, iter_batches, sample_split
+from search.data import PreparedData
 from search.device import resolve_device
+from search.encoding import EncodedSplit, sample_split
 from search.model import ModelError, SFTModel, build_model
 
 __all__ = ["ProbeHead", "fit_configured_probe", "fit_probe_head", "head_linear", "load_head",

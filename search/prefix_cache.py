@@ -33,8 +33,10 @@ import numpy as np
 import torch
 
 from search.atomic import replace_atomically, write_json_atomically
+from search.batching import collate, iter_batches
 from search.config import AppConfig
-from search.data import EncodedSplit, PreparedData, collate, iter_batches
+from search.data import PreparedData
+from search.encoding import EncodedSplit
 from search.model import SFTModel
 
 __all__ = [

@@ -240,10 +240,15 @@ def describe_gain(gain: dict[str, Any]) -> str:
 
 
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:
-    """The sweep's model: its final trial once that has an evaluation, else the search trial
-    with the highest best-evaluation score; None if no trial has an evaluation yet."""
-    summary = summarize_trials(frame)
-    summary = summary[summary["score"].notna()]
-    final = summary[summary["phase"] == "final"]
-    chosen = final if not final.empty else summary
+    """The sweep's model, from the raw event frame (see :func:`pick_best`)."""
+    return pick_best(summarize_trials(frame))
+
+
+def pick_best(summary: pd.DataFrame) -> pd.Series | None:
+    """The sweep's model from a table sorted best first (:func:`summarize_trials`): its final
+    trial (the chosen configuration trained on all the data) once that has an evaluation, else
+    the search trial with the highest best-evaluation score; None if none has an evaluation."""
+    scored = summary[summary["score"].notna()] if len(summary) else summary
+    final = scored[scored["phase"] == "final"] if "phase" in scored else scored.iloc[:0]
+    chosen = final if not final.empty else scored
     return None if chosen.empty else chosen.iloc[0]

@@ -20,9 +20,11 @@ import torch
 from torch.nn import functional as F
 
 from search import artifacts
+from search.batching import iter_batches
 from search.config import AppConfig, TrialParams
-from search.data import EncodedSplit, PreparedData, iter_batches
+from search.data import PreparedData
 from search.device import resolve_device
+from search.encoding import EncodedSplit
 from search.head_init import ProbeHead, fit_configured_probe, load_head
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss

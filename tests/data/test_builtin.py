@@ -4,8 +4,9 @@ import pytest
 
 from search import assets
 from search.config import DataConfig
-from search.data import load_labeled_frame, prepare_data
+from search.data import prepare_data
 from search.model import ModelError, build_model, load_tokenizer, resolve_model_dir
+from search.sources import load_labeled_frame
 
 try:
     assets.builtin_model_dir()

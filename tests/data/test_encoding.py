@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from search.data import _truncate, choose_max_length, prepare_data, subset
+from search.data import prepare_data, subset
+from search.encoding import choose_max_length, truncate
 from search.model import load_tokenizer
 from tests.conftest import tiny_config, tiny_data
 
@@ -19,15 +20,15 @@ def test_max_length_is_the_95th_percentile_rounded_up_to_8_and_capped():
 
 def test_head_truncation_keeps_the_start_and_both_special_tokens():
     ids = [CLS, *range(1, 21), SEP]
-    assert _truncate(ids, 10, "head") == [CLS, 1, 2, 3, 4, 5, 6, 7, 8, SEP]
-    assert _truncate(ids[:5], 10, "head") == ids[:5]  # short texts are untouched
+    assert truncate(ids, 10, "head") == [CLS, 1, 2, 3, 4, 5, 6, 7, 8, SEP]
+    assert truncate(ids[:5], 10, "head") == ids[:5]  # short texts are untouched
 
 
 def test_head_tail_keeps_a_quarter_from_the_start_and_the_rest_from_the_end():
     ids = [CLS, *range(1, 21), SEP]
     # 8 content tokens: 2 from the head, 6 from the tail.
-    assert _truncate(ids, 10, "head_tail") == [CLS, 1, 2, 15, 16, 17, 18, 19, 20, SEP]
-    assert len(_truncate(ids, 13, "head_tail")) == 13
+    assert truncate(ids, 10, "head_tail") == [CLS, 1, 2, 15, 16, 17, 18, 19, 20, SEP]
+    assert len(truncate(ids, 13, "head_tail")) == 13
 
 
 def test_unset_max_length_is_chosen_from_the_training_texts(tiny_model_dir, reviews_csv):

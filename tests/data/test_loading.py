@@ -4,15 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from search.batching import iter_batches, length_grouped_order
 from search.config import DataConfig
-from search.data import (
-    iter_batches,
-    length_grouped_order,
-    load_labeled_frame,
-    prepare_data,
-    split_frame,
-)
+from search.data import prepare_data
 from search.model import load_tokenizer
+from search.sources import load_labeled_frame
+from search.splits import split_frame
 from tests.conftest import make_reviews
 
 

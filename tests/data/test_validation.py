@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from search.config import DataConfig
-from search.data import DataError, load_labeled_frame, split_frame
+from search.sources import DataError, load_labeled_frame
+from search.splits import split_frame
 
 
 def _cfg(path, **kw):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from search import prefix_cache
-from search.data import iter_batches
+from search.batching import iter_batches
 from search.model import SFTModel
 from search.prefix_cache import PrefixCacheError
 from search.train import Trainer

@@ -79,7 +79,7 @@ def test_alpha_scales_the_stage1_classifier_gradient(tiny_model_dir, reviews_csv
     for alpha in (0.0, 1.5, 3.0):
         trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path, f"space.alpha={alpha}")
         trainer.model.train()
-        batch = next(iter(__import__("search.data").data.iter_batches(
+        batch = next(iter(__import__("search.batching").batching.iter_batches(
             trainer.data.train, 8, trainer.data.pad_id)))
         loss, _, lm = trainer.compute_loss(batch, "joint")
         assert lm is not None and lm.item() > 0
