@@ -84,3 +84,24 @@ def tiny_data(cfg):
     from search.model import load_tokenizer, resolve_model_dir
 
     return prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 (moto's server mode, its own process), and the
+    AWS_* variables that reach it, set for the whole session once a test asks for it."""
+    from tests.s3server import environment, s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3") / "server.log") as env, environment(env):
+        yield env
+
+
+@pytest.fixture
+def bucket(s3_env, request) -> str:
+    """A fresh, empty bucket for one test: its s3:// URI."""
+    import re
+
+    from tests.s3server import create_bucket
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
+    return create_bucket(s3_env, f"t-{name}-{os.getpid()}")
