@@ -14,7 +14,8 @@ import streamlit as st
 
 from dashboard import importance, loaders, space
 from dashboard.local_model import LocalModel, load_local_model
-from search.results import SWEEP_FILE, is_remote, list_sweeps, results_dir
+from search import storage
+from search.results import SWEEP_FILE, list_sweeps, results_location
 
 __all__ = ["local_model", "param_importance", "quick_meta", "sweep", "sweep_paths", "sweep_rows"]
 
@@ -30,19 +31,20 @@ def sweep(path: str | Path) -> loaders.Sweep:
     return _sweep(str(path), loaders.file_stamp(path))
 
 
-def sweep_paths(storage: str) -> list[Path]:
-    """Sweeps under ``storage``, newest first (a directory listing: cheap, so never cached)."""
-    return [] if is_remote(storage) else list_sweeps(storage)
+def sweep_paths(storage_path: str) -> list[str]:
+    """Sweeps under ``storage_path`` (a directory or a bucket URI), newest first (a listing:
+    cheap, so never cached)."""
+    return list_sweeps(storage_path)
 
 
-def sweep_rows(paths: list[Path]) -> list[dict[str, Any]]:
+def sweep_rows(paths: list[str]) -> list[dict[str, Any]]:
     return [loaders.sweep_row(p, load=sweep) for p in paths]
 
 
 def quick_meta(path: str | Path) -> dict[str, Any]:
     """``sweep.json`` alone, for decisions such as whether to refresh; {} if unreadable."""
     try:
-        return json.loads((results_dir(path) / SWEEP_FILE).read_text())
+        return json.loads(storage.read_bytes(results_location(str(path), SWEEP_FILE)))
     except (OSError, ValueError):
         return {}
 

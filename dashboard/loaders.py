@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from search import storage
 from search.results import (
     PARAM_COLUMNS,
     SWEEP_FILE,
@@ -25,8 +26,9 @@ from search.results import (
     read_sweep_meta,
     read_trials,
     recorded_test_metrics,
-    results_dir,
+    results_location,
     summarize_trials,
+    sweep_name,
 )
 
 __all__ = [
@@ -76,14 +78,14 @@ _RUNNING_STATUSES = {"running", "pending", "started", "starting"}
 class Sweep:
     """One sweep as loaded: its ``sweep.json``, per-epoch rows and one-row-per-trial table."""
 
-    path: Path
+    path: str  # a local directory or a bucket URI
     meta: dict[str, Any]
     trials: pd.DataFrame
     table: pd.DataFrame
 
     @property
     def name(self) -> str:
-        return str(self.meta.get("name") or self.path.name)
+        return str(self.meta.get("name") or sweep_name(self.path))
 
     @property
     def metric(self) -> str:
@@ -93,19 +95,15 @@ class Sweep:
 
 def file_stamp(experiment_dir: str | Path) -> tuple[int, int]:
     """Modification times (ns) of the results files, 0 when absent: the cache key."""
-    folder = results_dir(experiment_dir)
-    stamps = []
-    for name in (TRIALS_FILE, SWEEP_FILE):
-        try:
-            stamps.append((folder / name).stat().st_mtime_ns)
-        except FileNotFoundError:
-            stamps.append(0)
-    return stamps[0], stamps[1]
+    stamps = [storage.modified(results_location(str(experiment_dir), name))
+              for name in (TRIALS_FILE, SWEEP_FILE)]
+    trials, sweep = (0 if s is None else int(s * 1e9) for s in stamps)
+    return trials, sweep
 
 
 def load_sweep(experiment_dir: str | Path) -> Sweep:
     """Read one sweep; raises :class:`ResultsError` when a file is corrupt or partial."""
-    path = Path(experiment_dir)
+    path = str(experiment_dir)
     meta = read_sweep_meta(path)
     trials = read_trials(path)
     return Sweep(path=path, meta=meta, trials=trials, table=trial_table(trials))
@@ -207,13 +205,13 @@ def sweep_row(experiment_dir: str | Path, now: float | None = None, *,
     """A Sweeps-page row; an unreadable sweep gets a row that says why, never an exception.
 
     ``load`` reads the sweep (the app passes its cached reader)."""
-    path = Path(experiment_dir)
+    path = str(experiment_dir)
     try:
         row = headline(load(path), now)
         row["problem"] = ""
     except ResultsError as err:
-        row = {"name": path.name, "status": "unreadable", "problem": str(err)}
-    row["path"] = str(path)
+        row = {"name": sweep_name(path), "status": "unreadable", "problem": str(err)}
+    row["path"] = path
     return row
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from search.config import AppConfig
-from search.results import StopReason, write_sweep_meta, write_trials
+from search.results import StopReason, sweep_name, write_sweep_meta, write_trials
 
 __all__ = ["make_synthetic_sweep", "synthetic_trials"]
 
@@ -123,9 +123,9 @@ def _blank_failed_epochs(rows: pd.DataFrame) -> None:
 def make_synthetic_sweep(
     experiment_dir: str | Path, *, n_trials: int = 2000, epochs: int = 10, seed: int = 0,
     status: str = "finished", outcome_p: tuple[float, ...] | None = None,
-) -> Path:
-    """Write ``trials.parquet`` and ``sweep.json`` for a synthetic sweep; returns the dir."""
-    experiment_dir = Path(experiment_dir)
+) -> str | Path:
+    """Write ``trials.parquet`` and ``sweep.json`` for a synthetic sweep (a directory or a
+    bucket URI); returns where."""
     trials = synthetic_trials(n_trials, epochs, seed=seed, outcome_p=outcome_p or _OUTCOME_P)
     write_trials(experiment_dir, trials)
     cfg = synthetic_config()
@@ -134,7 +134,8 @@ def make_synthetic_sweep(
     scored = trials.dropna(subset=["score"])
     best = scored.loc[scored["score"].idxmax()]
     write_sweep_meta(experiment_dir, {
-        "name": experiment_dir.name, "status": status, "metric": "val_accuracy", "mode": "max",
+        "name": sweep_name(experiment_dir), "status": status, "metric": "val_accuracy",
+        "mode": "max",
         "label_names": ["rotten", "fresh"],
         "started_at": time.time() - 3600.0,
         "ended_at": None if status == "running" else time.time(),

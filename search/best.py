@@ -7,12 +7,13 @@ it instead of peeking at the test set again.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from search import artifacts
+from search import artifacts, storage
 from search.config import AppConfig, build_config
 from search.results import (
     ResultsError,
@@ -27,12 +28,12 @@ from search.results import (
 __all__ = ["choose_trial", "evaluate_checkpoint", "export_best", "sweep_config"]
 
 
-def sweep_config(experiment_dir: Path) -> AppConfig:
+def sweep_config(experiment_dir: str | Path) -> AppConfig:
     """The exact config the sweep ran with (stored in its sweep.json)."""
     return build_config(read_sweep_meta(experiment_dir)["config"], f"{experiment_dir} sweep.json")
 
 
-def choose_trial(experiment_dir: Path, trial_id: str | None = None) -> pd.Series:
+def choose_trial(experiment_dir: str | Path, trial_id: str | None = None) -> pd.Series:
     """The sweep's model (:func:`~search.results.best_trial`), or the named trial; it must
     still have a checkpoint."""
     frame = read_trials(experiment_dir)
@@ -85,41 +86,53 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     return {f"test_{k}": v for k, v in metrics.items()} | {"test_examples": len(data.test)}
 
 
-def export_best(experiment_dir: Path, target: Path | None = None,
+def export_best(experiment_dir: str | Path, target: str | Path | None = None,
                 trial_id: str | None = None) -> dict[str, Any]:
     """Evaluate the chosen trial on test (once) and export it; returns what was recorded.
 
-    For the sweep's own model it also records what the tuning bought (:func:`tuning_gain`).
+    ``experiment_dir`` and ``target`` may each be a local directory or a bucket URI (default
+    target: ``<experiment>/export``); a checkpoint in a bucket is downloaded once. For the
+    sweep's own model it also records what the tuning bought (:func:`tuning_gain`).
     """
-    experiment_dir = Path(experiment_dir)
+    experiment_dir = str(experiment_dir)
     cfg = sweep_config(experiment_dir)
     row = choose_trial(experiment_dir, trial_id)
     test = _test_metrics(experiment_dir, row, cfg)
     gain = tuning_gain(experiment_dir, cfg) if trial_id is None else None
-    target = Path(target) if target else experiment_dir / "export"
+    target = storage.root(str(target) if target else storage.join(experiment_dir, "export"))
     meta = read_sweep_meta(experiment_dir)
-    artifacts.export_checkpoint(
-        Path(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
-        trial_id=row["trial_id"], tuning_gain=gain,
-    )
+    _export(storage.local_copy(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
+            trial_id=row["trial_id"], tuning_gain=gain)
     if trial_id is None:
-        update_sweep_meta(experiment_dir, export_dir=str(target.resolve()), tuning_gain=gain)
+        update_sweep_meta(experiment_dir, export_dir=target, tuning_gain=gain)
     return {"trial_id": row["trial_id"], "phase": row["phase"], "score": float(row["score"]),
-            "best_epoch": float(row["best_epoch"]), "export_dir": str(target.resolve()),
+            "best_epoch": float(row["best_epoch"]), "export_dir": target,
             "tuning_gain": gain, **test}
 
 
-def _test_metrics(experiment_dir: Path, row: pd.Series, cfg: AppConfig) -> dict[str, float]:
+def _export(checkpoint: Path, target: str, **meta: Any) -> None:
+    """The one checkpoint format at ``target``: written in place locally; staged in a temp
+    dir and uploaded for a bucket."""
+    if not storage.is_remote(target):
+        artifacts.export_checkpoint(checkpoint, Path(target), **meta)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = artifacts.export_checkpoint(checkpoint, Path(tmp) / "export", **meta)
+        storage.remove(target)
+        storage.upload_dir(staged, target)
+
+
+def _test_metrics(experiment_dir: str, row: pd.Series, cfg: AppConfig) -> dict[str, float]:
     """The trial's test metrics: recorded ones if any, else measured once and recorded."""
     meta = read_sweep_meta(experiment_dir)
     test = recorded_test_metrics(meta, row["trial_id"])
     if test is None:
-        test = evaluate_checkpoint(Path(row["checkpoint"]), cfg)
+        test = evaluate_checkpoint(storage.local_copy(row["checkpoint"]), cfg)
         update_sweep_meta(experiment_dir, test={**(meta.get("test") or {}), row["trial_id"]: test})
     return test
 
 
-def tuning_gain(experiment_dir: Path, cfg: AppConfig) -> dict[str, Any] | None:
+def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     """What the tuning bought: the search trial the sweep chose against the untuned default
     trial (the search's first), both on the test split and at the same fidelity, the search's.
 
@@ -148,4 +161,4 @@ def tuning_gain(experiment_dir: Path, cfg: AppConfig) -> dict[str, Any] | None:
 
 
 def _has_checkpoint(row: pd.Series) -> bool:
-    return isinstance(row["checkpoint"], str) and Path(row["checkpoint"]).is_dir()
+    return isinstance(row["checkpoint"], str) and storage.is_dir(row["checkpoint"])

@@ -97,7 +97,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from search.results import results_path
 
         # Resume exactly what ran (same data subset, space, budget), whatever --config says now.
-        cfg = sweep_config(Path(results_path(cfg, name)))
+        cfg = sweep_config(results_path(cfg, name))
     path = run_sweep(cfg, name=name, address=args.address, resume=bool(args.resume))
     _print_results(path, top=5)
     if args.no_export:
@@ -122,11 +122,8 @@ def _print_outcome(best: dict, cfg: AppConfig) -> None:
         print(describe_gain(best["tuning_gain"]))
 
 
-def _disk_usage(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _print_results(path: Path, top: int) -> None:
+def _print_results(path: str, top: int) -> None:
+    from search import storage
     from search.results import read_sweep_meta, read_trials, summarize_trials
 
     meta = read_sweep_meta(path)
@@ -139,16 +136,20 @@ def _print_results(path: Path, top: int) -> None:
     if not summary.empty:
         print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     kept = summary["checkpoint"].map(lambda c: isinstance(c, str)).sum()
-    print(f"disk: {_disk_usage(path) / 2**20:.1f} MiB under {path} ({kept} trial checkpoints kept)")
+    print(f"disk: {storage.total_size(path) / 2**20:.1f} MiB under {path} ({kept} trial "
+          "checkpoints kept)")
 
 
-def _experiment_dir(args: argparse.Namespace) -> Path:
+def _experiment_dir(args: argparse.Namespace) -> str:
+    """The sweep NAME under --storage (a directory or a bucket URI)."""
+    from search import storage
     from search.results import experiment_path
 
     cfg = load_config(None, [f"tune.storage_path={args.storage}"] if args.storage else [])
-    path = Path(experiment_path(cfg, args.name))
-    if not path.is_dir():
-        raise FileNotFoundError(f"no sweep named {args.name!r} under {path.parent}")
+    path = experiment_path(cfg, args.name)
+    if not storage.is_dir(path):
+        where = storage.root(cfg.tune.storage_path)
+        raise FileNotFoundError(f"no sweep named {args.name!r} under {where}")
     return path
 
 
@@ -243,7 +244,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     best = sub.add_parser("best", help="evaluate a sweep's best trial on test and export it")
     best.add_argument("name", help="sweep name")
     best.add_argument("--storage", help="storage path (default: tune.storage_path)")
-    best.add_argument("--export", type=Path, help="export dir (default: <experiment>/export)")
+    best.add_argument("--export", help="export dir or bucket URI (default: <experiment>/export)")
     best.add_argument("--trial", help="a trial id other than the best")
     best.set_defaults(func=cmd_best)
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from search import storage
 from search.config import AppConfig, is_point
 from search.results import (
     METRIC_COLUMNS,
@@ -24,14 +26,17 @@ from search.results import (
     StopReason,
     is_remote,
     read_trials,
-    results_dir,
+    results_location,
     summarize_trials,
+    sweep_name,
     write_trials,
 )
 
 __all__ = ["ResultsRecorder", "write_optuna_study"]
 
 log = logging.getLogger("sftune")
+#: The Optuna sqlite study beside the results, for `optuna-dashboard`.
+OPTUNA_FILE = "optuna.db"
 _FINISHED = ("TERMINATED", "ERROR")
 
 
@@ -119,8 +124,8 @@ class ResultsRecorder:
         doomed = finished["trial_id"]
         for trial_id in doomed:
             path = self._checkpoints.get(trial_id)
-            if path and not is_remote(path):
-                shutil.rmtree(path, ignore_errors=True)
+            if path:
+                _remove_checkpoint(path)
             self._checkpoints[trial_id] = None
 
     def _frame(self) -> pd.DataFrame:
@@ -143,20 +148,40 @@ class ResultsRecorder:
         write_trials(self.experiment_dir, self._frame())
 
 
-def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
+def _remove_checkpoint(location: str) -> None:
+    """Delete a pruned checkpoint, on local disk or in a bucket; a failure only warns (the
+    results table already forgot it, and the sweep goes on)."""
+    try:
+        if is_remote(location):
+            storage.remove(location)
+        else:
+            shutil.rmtree(location, ignore_errors=True)
+    except OSError as err:
+        log.warning("could not delete the pruned checkpoint %s: %s", location, err)
+
+
+def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> str:
     """Mirror the finished trials into an Optuna sqlite study that `optuna-dashboard` can open.
 
     Built from sftune's table rather than from Ray's pickled searcher, so the file is a plain,
     version-independent study (one trial per sweep trial, value = best-epoch score).
     """
+    # sqlite needs a local file: built in a temp dir, then stored beside the results (a bucket
+    # included) in one write.
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / OPTUNA_FILE
+        _fill_optuna_study(experiment_dir, cfg, f"sqlite:///{local}")
+        target = results_location(experiment_dir, OPTUNA_FILE)
+        storage.write_bytes(target, local.read_bytes())
+    return target
+
+
+def _fill_optuna_study(experiment_dir: str, cfg: AppConfig, url: str) -> None:
     import optuna
 
     from search.space import optuna_space
 
-    path = results_dir(experiment_dir) / "optuna.db"
-    path.unlink(missing_ok=True)
-    storage = f"sqlite:///{path}"
-    study = optuna.create_study(study_name=Path(experiment_dir).name, storage=storage,
+    study = optuna.create_study(study_name=sweep_name(experiment_dir), storage=url,
                                 direction="maximize")
     space = optuna_space(cfg)
     frame = read_trials(experiment_dir)
@@ -164,7 +189,9 @@ def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
     for _, trial in summarize_trials(frame).iterrows():
         params = {k: _native(trial[k], space[k]) for k in space if k in PARAM_COLUMNS}
         ok = trial["status"] == "TERMINATED" and not pd.isna(trial["score"])
-        curve = frame[(frame["trial_id"] == trial["trial_id"]) & frame["score"].notna()]
+        # Tables of older sweeps have no examples column: their curves are left out.
+        curve = frame[(frame["trial_id"] == trial["trial_id"]) & frame["score"].notna()
+                      & frame["examples"].notna()]
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions=space,
             value=float(trial["score"]) if ok else None,
@@ -173,7 +200,6 @@ def write_optuna_study(experiment_dir: str, cfg: AppConfig) -> Path:
                                                                   curve["score"], strict=True)},
             user_attrs={"trial_id": trial["trial_id"], "stop_reason": trial["stop_reason"]},
         ))
-    return path
 
 
 def _native(value: Any, distribution) -> Any:

@@ -13,6 +13,7 @@ Writers replace files atomically, so a reader (the dashboard, live) never sees h
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tempfile
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from search.atomic import replace_atomically
+from search import storage
 
 if TYPE_CHECKING:
     from search.config import AppConfig
@@ -42,9 +43,11 @@ __all__ = [
     "read_trials",
     "recorded_test_metrics",
     "results_dir",
+    "results_location",
     "results_path",
     "storage_root",
     "summarize_trials",
+    "sweep_name",
     "write_sweep_meta",
     "write_trials",
 ]
@@ -93,26 +96,22 @@ class ResultsError(ValueError):
 
 
 def is_remote(storage_path: str) -> bool:
-    return "://" in storage_path
+    return storage.is_remote(storage_path)
 
 
 def storage_root(storage_path: str) -> str:
     """Absolute local path, or the URI unchanged (s3://, gs://, ...)."""
-    return storage_path if is_remote(storage_path) else str(Path(storage_path).resolve())
+    return storage.root(storage_path)
 
 
 def experiment_path(cfg: AppConfig, name: str) -> str:
     """Where Tune keeps the sweep ``name``: ``<tune.storage_path>/<name>``."""
-    root = storage_root(cfg.tune.storage_path)
-    return f"{root.rstrip('/')}/{name}" if is_remote(root) else str(Path(root) / name)
+    return storage.join(storage_root(cfg.tune.storage_path), name)
 
 
 def results_path(cfg: AppConfig, name: str) -> str:
-    """Where sftune's own results (``sftune/``) go: beside Tune's experiment when it is local;
-    under ``./runs/NAME`` on the driver when Tune writes to a bucket (pandas writes local files).
-    """
-    if is_remote(cfg.tune.storage_path):
-        return str(Path("runs").resolve() / name)
+    """Where sftune's own results (``sftune/``) go: beside Tune's experiment, local or in a
+    bucket, so every machine that reaches the storage finds them."""
     return experiment_path(cfg, name)
 
 
@@ -128,24 +127,34 @@ def prefix_cache_dir(experiment_dir: str) -> Path:
 
 
 def results_dir(experiment_dir: str | Path) -> Path:
+    """The local ``sftune/`` directory of a local experiment (see :func:`results_location`)."""
     return Path(experiment_dir) / RESULTS_DIRNAME
 
 
-def write_trials(experiment_dir: str | Path, frame: pd.DataFrame) -> Path:
+def results_location(experiment_dir: str | Path, file: str = "") -> str:
+    """``<experiment>/sftune[/file]``, a local path or a URI."""
+    return storage.join(str(experiment_dir), RESULTS_DIRNAME, *([file] if file else []))
+
+
+def write_trials(experiment_dir: str | Path, frame: pd.DataFrame) -> str:
     """Write the per-trial, per-epoch table (columns in :data:`TRIAL_COLUMNS` order)."""
     frame = frame.reindex(columns=list(TRIAL_COLUMNS))
-    target = results_dir(experiment_dir) / TRIALS_FILE
-    replace_atomically(target, lambda tmp: frame.to_parquet(tmp, index=False))
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    target = results_location(experiment_dir, TRIALS_FILE)
+    storage.write_bytes(target, buffer.getvalue())
     return target
 
 
 def read_trials(experiment_dir: str | Path) -> pd.DataFrame:
     """The per-trial, per-epoch table; an empty table (right columns) if none was written yet."""
-    path = results_dir(experiment_dir) / TRIALS_FILE
-    if not path.is_file():
-        return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+    path = results_location(experiment_dir, TRIALS_FILE)
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+    except FileNotFoundError:
+        return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+    except storage.StorageError as err:
+        raise ResultsError(str(err)) from None
     except Exception as err:  # pyarrow raises several types for a truncated or foreign file
         raise ResultsError(f"{path} is corrupt or partial: {err}") from None
     missing = [c for c in ("trial_id", "epoch", "status") if c not in frame.columns]
@@ -154,22 +163,21 @@ def read_trials(experiment_dir: str | Path) -> pd.DataFrame:
     return frame.reindex(columns=list(TRIAL_COLUMNS))
 
 
-def write_sweep_meta(experiment_dir: str | Path, meta: dict[str, Any]) -> Path:
-    target = results_dir(experiment_dir) / SWEEP_FILE
-
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-
-    replace_atomically(target, write)
+def write_sweep_meta(experiment_dir: str | Path, meta: dict[str, Any]) -> str:
+    target = results_location(experiment_dir, SWEEP_FILE)
+    text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    storage.write_bytes(target, text.encode())
     return target
 
 
 def read_sweep_meta(experiment_dir: str | Path) -> dict[str, Any]:
-    path = results_dir(experiment_dir) / SWEEP_FILE
-    if not path.is_file():
-        raise ResultsError(f"{Path(experiment_dir)} is not an sftune sweep (no {SWEEP_FILE})")
+    path = results_location(experiment_dir, SWEEP_FILE)
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(path))
+    except FileNotFoundError:
+        raise ResultsError(f"{experiment_dir} is not an sftune sweep (no {SWEEP_FILE})") from None
+    except storage.StorageError as err:
+        raise ResultsError(str(err)) from None
     except json.JSONDecodeError as err:
         raise ResultsError(f"{path} is corrupt: {err}") from None
 
@@ -193,13 +201,22 @@ def update_sweep_meta(experiment_dir: str | Path, **fields: Any) -> dict[str, An
     return meta
 
 
-def list_sweeps(storage_path: str | Path) -> list[Path]:
-    """Experiment directories under ``storage_path`` that hold an sftune sweep, newest first."""
-    root = Path(storage_path)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if (results_dir(p) / SWEEP_FILE).is_file()]
-    return sorted(found, key=lambda p: (results_dir(p) / SWEEP_FILE).stat().st_mtime, reverse=True)
+def list_sweeps(storage_path: str | Path) -> list[str]:
+    """Experiment locations under ``storage_path`` (a directory or a bucket URI) that hold an
+    sftune sweep, newest first."""
+    root = storage_root(str(storage_path))
+    stamped = []
+    for name in storage.list_dirs(root):
+        experiment = storage.join(root, name)
+        modified = storage.modified(results_location(experiment, SWEEP_FILE))
+        if modified is not None:
+            stamped.append((modified, experiment))
+    return [experiment for _, experiment in sorted(stamped, reverse=True)]
+
+
+def sweep_name(experiment_dir: str | Path) -> str:
+    """The last part of an experiment's location (its name), for a path or a URI."""
+    return str(experiment_dir).rstrip("/").rsplit("/", 1)[-1]
 
 
 def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,10 @@ upload completes.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -26,13 +29,18 @@ __all__ = [
     "download_dir",
     "exists",
     "filesystem",
+    "is_dir",
+    "is_empty_dir",
     "is_remote",
     "join",
     "list_dirs",
+    "local_copy",
     "local_path",
+    "modified",
     "read_bytes",
     "remove",
     "root",
+    "total_size",
     "upload_dir",
     "write_bytes",
 ]
@@ -78,6 +86,15 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def modified(location: str) -> float | None:
+    """A file's modification time (Unix seconds), or None when it does not exist."""
+    fs, path = filesystem(location)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return None
+    return info.mtime.timestamp() if info.mtime is not None else 0.0
+
+
 def read_bytes(location: str) -> bytes:
     fs, path = filesystem(location)
     try:
@@ -115,6 +132,47 @@ def list_dirs(location: str) -> list[str]:
     return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
 
+def total_size(location: str) -> int:
+    """Bytes of all the files under ``location`` (0 when it does not exist)."""
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
+
+
+def is_dir(location: str) -> bool:
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def local_copy(location: str, cache_root: Path | None = None) -> Path:
+    """A local directory holding ``location``'s files: the directory itself when it is local,
+    else a copy downloaded once into ``cache_root`` (default: the temp dir's
+    ``sftune-downloads``), keyed by the URI. A half-finished download is never reused: it is
+    staged beside the copy and renamed into place when complete."""
+    local = local_path(location)
+    if local is not None:
+        return local
+    cache_root = Path(cache_root or Path(tempfile.gettempdir()) / "sftune-downloads")
+    key = hashlib.sha256(location.encode()).hexdigest()[:16]
+    target = cache_root / f"{key}-{location.rstrip('/').rsplit('/', 1)[-1]}"
+    if target.is_dir():
+        return target
+    staging = download_dir(location, cache_root / f".{target.name}.{os.getpid()}.partial")
+    try:
+        os.replace(staging, target)
+    except OSError:  # another process finished the same download first: use theirs
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def is_empty_dir(location: str) -> bool:
+    """True when nothing is stored under ``location`` (or it does not exist)."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return True
+    return not fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+
+
 def download_dir(location: str, target: Path) -> Path:
     """Copy the directory ``location`` to the local ``target`` (replaced if it exists)."""
     fs, path = filesystem(location)
@@ -123,7 +181,7 @@ def download_dir(location: str, target: Path) -> Path:
     target = Path(target)
     if target.exists():
         shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True)
     pafs.copy_files(path, str(target.resolve()), source_filesystem=fs,
                     destination_filesystem=pafs.LocalFileSystem())
     return target

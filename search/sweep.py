@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from search import storage
 from search.budget import choose_final, final_config, search_budget, search_setup
 from search.config import AppConfig, TrialParams, build_config, is_point
 from search.data import PreparedData, prepare_data
@@ -45,6 +46,8 @@ __all__ = ["DefaultKeepingASHA", "SweepError", "run_sweep", "run_trial"]
 
 log = logging.getLogger("sftune")
 TRAINABLE_NAME = "sftune_trial"
+#: Seconds a reused trial worker waits for the previous trial's thread to end (see run_trial).
+REUSE_WAIT_S = 120
 
 
 class SweepError(ValueError):
@@ -57,6 +60,11 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
     """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
     from search.train import Trainer
 
+    # A reused worker starts its next trial only once this one's thread has ended, and Tune
+    # gives that 2 s by default, after which the next trial errors ("Could not re-use actor").
+    # With a bucket the last report's checkpoint upload can take longer: measured on the
+    # bucket test, one trial in three was lost that way. Read by Tune in this process.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(REUSE_WAIT_S))
     params = TrialParams.from_values({**fixed, **config})
     context = tune.get_context()
     workdir = Path(context.get_trial_dir()).resolve()
@@ -119,7 +127,7 @@ class _RecorderCallback(tune.Callback):
         self.recorder.on_result(trial.trial_id, trial.config, result)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        self.recorder.on_checkpoint(trial.trial_id, checkpoint.path)
+        self.recorder.on_checkpoint(trial.trial_id, _checkpoint_location(checkpoint))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.recorder.on_complete(trial.trial_id)
@@ -351,8 +359,9 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     trial_fn: Callable[..., None] = run_trial,
-) -> Path:
-    """Run (or resume) the sweep ``name``; returns the experiment directory.
+) -> str:
+    """Run (or resume) the sweep ``name``; returns its experiment location (a local directory
+    or a bucket URI).
 
     The search runs first (on a subset when ``tune.search_examples`` is set, then the best
     configuration is trained on all the data as the final trial). ``trial_fn`` is the trainable
@@ -386,7 +395,18 @@ def run_sweep(
         update_sweep_meta(path, status="interrupted", ended_at=time.time())
         raise
     _finish_meta(cfg, path)
-    return Path(path)
+    return path
+
+
+def _checkpoint_location(checkpoint: tune.Checkpoint) -> str:
+    """A checkpoint's local path, or its URI when Tune keeps it in a bucket (Tune's own path is
+    then the key inside the bucket, without the scheme)."""
+    import pyarrow.fs as pafs
+
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        return checkpoint.path
+    scheme = {"gcs": "gs"}.get(checkpoint.filesystem.type_name, checkpoint.filesystem.type_name)
+    return f"{scheme}://{checkpoint.path}"
 
 
 def _probe_head(cfg: AppConfig, data: PreparedData, model_dir: Path) -> ProbeHead | None:
@@ -403,15 +423,16 @@ def _probe_head(cfg: AppConfig, data: PreparedData, model_dir: Path) -> ProbeHea
 def _elapsed_before(path: str) -> float:
     """Seconds the sweep ran before it was interrupted or killed (its budget counts them): up
     to the last write of its results."""
-    from search.results import results_dir
+    from search.results import SWEEP_FILE, TRIALS_FILE, results_location
 
     meta = read_sweep_meta(path)
-    last = max((f.stat().st_mtime for f in results_dir(path).iterdir()), default=time.time())
+    stamps = [storage.modified(results_location(path, f)) for f in (TRIALS_FILE, SWEEP_FILE)]
+    last = max((s for s in stamps if s is not None), default=time.time())
     return max(0.0, float(meta.get("ended_at") or last) - float(meta["started_at"]))
 
 
 def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData) -> None:
-    if Path(path).exists() and any(Path(path).iterdir()):
+    if not storage.is_empty_dir(path):
         raise SweepError(f"sweep {name!r} already exists at {path}; use --resume or another --name")
     write_sweep_meta(path, {
         "name": name, "status": "starting", "started_at": time.time(), "phase": "search",

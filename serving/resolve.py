@@ -19,6 +19,7 @@ from search.results import (
     read_trials,
     recorded_test_metrics,
     summarize_trials,
+    sweep_name,
 )
 
 __all__ = ["ResolvedModel", "as_resolved", "resolve_model"]
@@ -75,14 +76,14 @@ def _from_directory(directory: Path) -> ResolvedModel:
 def _experiment(storage_path: str, name: str) -> Path:
     path = Path(storage_path).expanduser() / name
     if not path.is_dir():
-        found = ", ".join(p.name for p in list_sweeps(storage_path)) or "none"
+        found = ", ".join(sweep_name(p) for p in list_sweeps(storage_path)) or "none"
         raise ResultsError(f"no sweep {name!r} under {storage_path} (sweeps there: {found}); "
                            "set --storage or tune.storage_path")
     return path
 
 
 def _sweep_with_trial(storage_path: str, trial: str) -> Path:
-    matches = [p for p in list_sweeps(storage_path)
+    matches = [Path(p) for p in list_sweeps(storage_path)
                if (read_trials(p)["trial_id"] == trial).any()]
     if len(matches) != 1:
         where = ", ".join(p.name for p in matches)

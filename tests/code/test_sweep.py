@@ -69,7 +69,7 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
                                               default.iloc[0]["trial_id"]}
     meta = read_sweep_meta(path)
     assert meta["status"] == "finished" and meta["best"]["trial_id"] == best["trial_id"]
-    assert (path / "sftune" / "optuna.db").is_file()
+    assert (Path(path) / "sftune" / "optuna.db").is_file()
 
     exported = export_best(path, tmp_path / "export")
     assert exported["trial_id"] == best["trial_id"]
@@ -166,7 +166,7 @@ def test_trials_share_the_frozen_prefix_cache_under_the_experiment(
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=3",
                "space.frozen_depth=1", "train.prefix_cache=on")
     path = run_sweep(cfg, name="cached")
-    arrays = sorted((path / "prefix_cache").glob("*.npy"))
+    arrays = sorted((Path(path) / "prefix_cache").glob("*.npy"))
     assert len(arrays) == 1, "one shared activation file for the one (model, data, k) key"
     summary = summarize_trials(read_trials(path))
     assert len(summary) == 3 and summary["score"].notna().all()
@@ -190,7 +190,7 @@ def test_search_on_a_subset_then_the_best_config_trains_on_all_data(
     first = frame[frame["default_point"]].iloc[0]
     assert frame[frame["default_point"]]["trial_id"].nunique() == 1
     # Tune numbers trials in the order it creates them: the default's directory is trial 1.
-    assert list(path.glob(f"run_trial_{first['trial_id']}_1_*"))
+    assert list(Path(path).glob(f"run_trial_{first['trial_id']}_1_*"))
     assert first["lr"] == pytest.approx(cfg.default_params().lr)
     # Search trials saw one pass over 64 examples, evaluated mid-way; the final trial all of them.
     assert frame[frame["phase"] == "search"]["examples"].max() == 64

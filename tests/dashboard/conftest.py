@@ -62,7 +62,7 @@ def real_sweep(tmp_path_factory, tiny_model_dir, reviews_csv) -> Path:
     finally:
         ray.shutdown()
     export_best(path)
-    return path
+    return Path(path)
 
 
 @pytest.fixture()
