@@ -14,6 +14,7 @@ import streamlit as st
 from dashboard import cached, loaders
 from dashboard.settings import Settings
 from dashboard.views import PAGES, Context, Page
+from search.results import sweep_name
 
 log = logging.getLogger("sftune.dashboard")
 
@@ -28,7 +29,7 @@ def _sidebar(settings: Settings) -> tuple[Context, Page, bool]:
     bar.title("sftune")
     storage = bar.text_input("Storage path", settings.storage, key="storage").strip()
     ctx = Context(settings=settings, storage=storage, sweeps=cached.sweep_paths(storage))
-    names = [p.name for p in ctx.sweeps]
+    names = [sweep_name(p) for p in ctx.sweeps]
     if names:
         name = bar.selectbox("Sweep", names, key="sweep",
                              index=_index(names, st.query_params.get("sweep")))

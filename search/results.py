@@ -38,6 +38,7 @@ __all__ = [
     "experiment_path",
     "is_remote",
     "list_sweeps",
+    "pick_best",
     "prefix_cache_dir",
     "read_sweep_meta",
     "read_trials",

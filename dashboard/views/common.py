@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import streamlit as st
 
 from dashboard import cached, loaders
 from dashboard.settings import Settings
-from search.results import ResultsError
+from search.results import ResultsError, sweep_name
 
 __all__ = ["Context", "load_selected", "no_scored_trials", "show_empty_sweep"]
 
@@ -20,8 +19,8 @@ class Context:
 
     settings: Settings
     storage: str
-    sweeps: list[Path] = field(default_factory=list)
-    selected: Path | None = None
+    sweeps: list[str] = field(default_factory=list)  # directories or bucket URIs
+    selected: str | None = None
 
     @property
     def refresh_note(self) -> str:
@@ -42,7 +41,7 @@ def load_selected(ctx: Context) -> loaders.Sweep | None:
     try:
         return cached.sweep(ctx.selected)
     except ResultsError as err:
-        st.error(f"The results of sweep **{ctx.selected.name}** cannot be read: {err}\n\n"
+        st.error(f"The results of sweep **{sweep_name(ctx.selected)}** cannot be read: {err}\n\n"
                  "sftune replaces results files atomically, so this one was damaged or written "
                  "by another tool. Other sweeps are unaffected.")
         return None

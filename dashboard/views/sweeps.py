@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import cached, charts, loaders
 from dashboard.views.common import Context
-from search.results import ResultsError
+from search.results import ResultsError, sweep_name
 
 __all__ = ["render"]
 
@@ -45,7 +45,7 @@ def _compare(ctx: Context) -> None:
     if len(ctx.sweeps) < 2:
         st.caption("Comparison needs two sweeps; this storage path holds one.")
         return
-    names = [p.name for p in ctx.sweeps]
+    names = [sweep_name(p) for p in ctx.sweeps]
     left, right = st.columns(2)
     a = left.selectbox("Sweep A", names, index=0, key="compare_a")
     b = right.selectbox("Sweep B", names, index=1, key="compare_b")

@@ -120,3 +120,15 @@ def test_new_results_of_a_running_sweep_show_on_the_next_run(open_app, tmp_path)
     write_trials(path, rows[rows["trial_id"] != "t_error"])
     at.run()  # what the live refresh does every few seconds
     assert len(at.dataframe[0].value) == 4 and at.metric[3].value == "2"
+
+
+def test_the_app_reads_its_sweeps_from_a_bucket(open_app, storage, bucket):
+    from search import storage as store
+
+    remote = store.join(bucket, "sweeps")
+    store.upload_dir(storage, remote)
+    at = open_app(remote, page="overview", sweep="tiny")
+    assert list(at.dataframe[0].value["trial_id"]) == builders.TINY_TRIALS
+    assert "Best trial: t_best" in _texts(at.subheader)
+    listing = open_app(remote).dataframe[0].value
+    assert set(listing["name"]) == {"tiny", "live", "just-started", "broken"}

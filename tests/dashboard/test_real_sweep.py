@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dashboard import loaders, space
@@ -32,7 +34,7 @@ def test_loaders_read_the_real_sweep(sweep):
     per_trial = long[long["series"] == "val_accuracy"].groupby("trial_id")["epoch"].apply(list)
     assert all(epochs == list(range(1, len(epochs) + 1)) for epochs in per_trial)
     assert space.log_scaled(space.search_space(sweep.meta)) == {"lr"}
-    assert find_export(sweep.meta, sweep.path, table) == sweep.path / "export"
+    assert find_export(sweep.meta, sweep.path, table) == Path(sweep.path) / "export"
 
 
 @pytest.mark.parametrize("page", PAGES)
