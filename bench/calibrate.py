@@ -11,13 +11,20 @@ Two fidelities, the two a default sweep trains at:
     .venv/bin/python bench/calibrate.py search 1e-4,0,0 2e-4,0,0 5e-5,0,0
     .venv/bin/python bench/calibrate.py full 1e-4,0,0 5e-5,0,0 --epochs 3
 
-Each point is ``lr,frozen_depth,joint_epochs`` (task loss only when joint_epochs is 0). Writes
-bench/results/calibrate-<fidelity>.json and prints one line per point.
+Each point is ``lr,frozen_depth,joint_epochs[,alpha]`` (task loss only when joint_epochs is 0;
+alpha defaults to the space's default). ``--seeds`` runs every point on each split seed: the
+joint-vs-task ablation in BENCHMARKS.md is
+
+    .venv/bin/python bench/calibrate.py search 1e-4,0,0 1e-4,0,1,30 1e-4,0,1,300 \
+        1e-4,0,1,3000 --seeds 0 1 2 --tag joint
+
+Writes bench/results/calibrate-<fidelity>[-TAG].json and prints one line per run.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -33,11 +40,12 @@ CONFIG = ROOT / "configs" / "default.yaml"
 
 def _point_overrides(point: str) -> list[str]:
     # Constants, not range defaults: a point may lie outside the shipped space.
-    lr, depth, joint = point.split(",")
-    return [f"space.lr={lr}", f"space.frozen_depth={depth}", f"space.joint_epochs={joint}"]
+    lr, depth, joint, *alpha = point.split(",")
+    pairs = [f"space.lr={lr}", f"space.frozen_depth={depth}", f"space.joint_epochs={joint}"]
+    return pairs + [f"space.alpha={a}" for a in alpha]
 
 
-def run_point(fidelity: str, point: str, args: argparse.Namespace) -> dict:
+def run_point(fidelity: str, point: str, seed: int, args: argparse.Namespace) -> dict:
     from search.best import evaluate_checkpoint
     from search.config import load_config
     from search.data import prepare_data, subset
@@ -46,8 +54,9 @@ def run_point(fidelity: str, point: str, args: argparse.Namespace) -> dict:
 
     shape = (["train.epochs=1", "train.eval_every=250"] if fidelity == "search"
              else [f"train.epochs={args.epochs}", "train.eval_every=null"])
-    cfg = load_config(CONFIG, [f"data.split_seed={args.seed}", "train.patience=100",
-                               "tune.time_budget_s=null", *shape, *_point_overrides(point)])
+    cfg = load_config(CONFIG, [f"data.split_seed={seed}", "train.patience=100",
+                               "tune.time_budget_s=null", *shape, *_point_overrides(point),
+                               *args.set])
     model_dir = resolve_model_dir(cfg.model.name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))
     if fidelity == "search":
@@ -59,22 +68,43 @@ def run_point(fidelity: str, point: str, args: argparse.Namespace) -> dict:
                          workdir=Path(tmp)).fit()
         test = evaluate_checkpoint(result.checkpoint_dir, cfg) if fidelity == "full" else {}
     curve = [round(h["val_accuracy"], 4) for h in result.history]
-    return {"point": point, "examples": [h["examples"] for h in result.history],
+    return {"point": point, "seed": seed, "examples": [h["examples"] for h in result.history],
             "val_accuracy": curve, "seconds": time.perf_counter() - start, **test}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fidelity", choices=("search", "full"))
-    parser.add_argument("points", nargs="+", help="lr,frozen_depth,joint_epochs")
+    parser.add_argument("points", nargs="+", help="lr,frozen_depth,joint_epochs[,alpha]")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="split seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="split seeds")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every run (repeatable)")
     args = parser.parse_args()
     runs = []
-    for point in args.points:
-        runs.append(run_point(args.fidelity, point, args))
-        print({k: v for k, v in runs[-1].items() if k != "test_loss"}, flush=True)
-    write_json(f"calibrate-{args.fidelity}", {"argv": sys.argv, "runs": runs})
+    for seed in args.seeds:
+        for point in args.points:
+            runs.append(run_point(args.fidelity, point, seed, args))
+            print({k: v for k, v in runs[-1].items() if k != "test_loss"}, flush=True)
+    name = f"calibrate-{args.fidelity}" + (f"-{args.tag}" if args.tag else "")
+    write_json(name, {"argv": sys.argv, "runs": runs, "summary": summarize(runs)})
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per point: the final and best validation accuracy and the seconds, mean and sd over seeds."""
+    rows = []
+    for point in dict.fromkeys(r["point"] for r in runs):
+        mine = [r for r in runs if r["point"] == point]
+        row = {"point": point, "seeds": len(mine)}
+        for key, values in (("final_val", [r["val_accuracy"][-1] for r in mine]),
+                            ("best_val", [max(r["val_accuracy"]) for r in mine]),
+                            ("seconds", [r["seconds"] for r in mine])):
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[key] = f"{statistics.mean(values):.3f} ± {sd:.3f}"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 if __name__ == "__main__":
