@@ -9,6 +9,14 @@ For each dataset and split seed, on the same splits and the same cores, with the
   (``train.time_limit_s``), best evaluation kept;
 - ``untuned-probe``: the same fine-tune with sftune's head warm start (``train.head_init=probe``):
   what the probe alone is worth;
+- ``hf``: HF ``Trainer.hyperparameter_search`` (optuna backend: the same TPE sampler and seed,
+  successive halving at the same rungs as sftune's ASHA) over what HF can search (lr, weight
+  decay, dropout), at sftune's search fidelity (one pass over the same stratified subset, scored
+  on the same validation sample, the stock fresh head) for the same share of the budget
+  (``tune.search_fraction``); then one model trained with HF's best hyperparameters on all the
+  training data in the time left (by sftune's trainer, as the untuned run is: HF returns
+  hyperparameters, not a model, and sftune's trainer is the faster of the two, so this favours
+  HF), best evaluation kept, tested once;
 - ``sftune``: ``sftune sweep --config configs/default.yaml`` given the budget
   (``tune.time_budget_s``), then its exported model tested once.
 
@@ -24,7 +32,9 @@ Writes bench/results/quality[-TAG].json and prints the table (means +- sd over t
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -42,7 +52,7 @@ from bench.datasets import load  # noqa: E402
 CONFIG = ROOT / "configs" / "default.yaml"
 #: Seconds of the budget the untuned run keeps for its test evaluation, as the sweep does.
 RESERVE_S = 30.0
-SYSTEMS = ("tfidf", "untuned", "untuned-probe", "sftune")
+SYSTEMS = ("tfidf", "untuned", "untuned-probe", "hf", "sftune")
 DEFAULT_SYSTEMS = ("tfidf", "untuned", "sftune")  # untuned-probe is an ablation, on request
 
 
@@ -61,7 +71,8 @@ def run_tfidf(source: str, seed: int, budget: float, args) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.svm import LinearSVC
 
-    from search.data import load_labeled_frame, split_frame
+    from search.sources import load_labeled_frame
+    from search.splits import split_frame
 
     cfg = _config(source, seed, [])
     frame, names = load_labeled_frame(cfg.data)
@@ -78,17 +89,26 @@ def run_tfidf(source: str, seed: int, budget: float, args) -> dict[str, Any]:
 
 def run_untuned(source: str, seed: int, budget: float, args, head: str = "random"
                 ) -> dict[str, Any]:
+    point = {"lr": args.untuned_lr, "dropout": 0.1, "weight_decay": 0.01}
+    # random: the stock fresh head of a fine-tune by hand
+    return _fine_tune(source, seed, budget, time.perf_counter(), point, head,
+                      args.untuned_epochs)
+
+
+def _fine_tune(source: str, seed: int, budget: float, start: float, point: dict[str, float],
+               head: str, epochs: int) -> dict[str, Any]:
+    """One fine-tune at ``point`` (task loss only, no frozen layers) on all the training data for
+    up to ``epochs``, its lr schedule fitted to what is left of the budget since ``start``,
+    best evaluation kept, tested once."""
     from search.best import evaluate_checkpoint
     from search.data import prepare_data
     from search.model import load_tokenizer, resolve_model_dir
     from search.train import Trainer
 
-    start = time.perf_counter()
     cfg = _config(source, seed, [
-        f"space.lr={args.untuned_lr}", "space.frozen_depth=0", "space.joint_epochs=0",
-        "space.dropout=0.1", "space.weight_decay=0.01", f"train.epochs={args.untuned_epochs}",
-        f"train.head_init={head}",  # random: the stock fresh head of a fine-tune by hand
-        "train.eval_every=null", "train.patience=10"])
+        *(f"space.{name}={value}" for name, value in point.items()),
+        "space.frozen_depth=0", "space.joint_epochs=0", f"train.epochs={epochs}",
+        f"train.head_init={head}", "train.eval_every=null", "train.patience=10"])
     model_dir = resolve_model_dir(cfg.model.name)
     data = prepare_data(cfg.data, load_tokenizer(model_dir))
     limit = budget - RESERVE_S - (time.perf_counter() - start)
@@ -98,13 +118,101 @@ def run_untuned(source: str, seed: int, budget: float, args, head: str = "random
                          workdir=Path(tmp)).fit()
         test = evaluate_checkpoint(result.checkpoint_dir, cfg)
     return {**test, "best_val_accuracy": result.best["val_accuracy"],
-            "epochs_run": result.history[-1]["epoch"], "lr": args.untuned_lr, "head_init": head,
-            "train_examples": len(data.train), "max_length": data.max_length}
+            "epochs_run": result.history[-1]["epoch"], **point, "head_init": head,
+            "train_examples": len(data.train), "max_length": data.max_length,
+            "train_s": limit}
 
 
 def run_untuned_probe(source: str, seed: int, budget: float, args) -> dict[str, Any]:
     """The untuned fine-tune with sftune's head warm start: the ablation of the probe alone."""
     return run_untuned(source, seed, budget, args, head="probe")
+
+
+def run_hf(source: str, seed: int, budget: float, args) -> dict[str, Any]:
+    """HF's search at sftune's search fidelity and share of the budget, then one final model."""
+    start = time.perf_counter()
+    cfg = _config(source, seed, [*args.set])
+    search = _hf_search(cfg, timeout=budget * cfg.tune.search_fraction)
+    found, default = search.pop("hyperparameters"), cfg.default_params()
+    point = {"lr": found.get("learning_rate", default.lr),
+             "weight_decay": found.get("weight_decay", default.weight_decay),
+             "dropout": found.get("dropout", default.dropout)}
+    final = _fine_tune(source, seed, budget, start, point, "random", cfg.train.epochs)
+    return {**final, **search}
+
+
+def _hf_search(cfg, timeout: float) -> dict[str, Any]:
+    """``Trainer.hyperparameter_search(backend="optuna")`` on the sweep's search subset."""
+    import optuna
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer
+    from transformers.utils import logging as hf_logging
+
+    from bench import sweep_vs_hf as hf
+    from search.data import prepare_data, subset
+    from search.model import load_tokenizer, resolve_model_dir
+
+    start = time.perf_counter()
+    hf_logging.set_verbosity_error()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # One trial at a time, so each gets all the cores.
+    torch.set_num_threads(cfg.tune.num_cpus or os.cpu_count() or 1)
+    model_dir = resolve_model_dir(cfg.model.name)
+    tokenizer = load_tokenizer(model_dir)
+    data = subset(prepare_data(cfg.data, tokenizer), train=cfg.tune.search_examples,
+                  validation=cfg.tune.search_eval_examples, seed=cfg.data.split_seed)
+    dims = hf._dims(cfg)
+    storage = optuna.storages.InMemoryStorage()  # kept so the trials can be read back
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(
+            model_init=hf.ModelInit(str(model_dir), data.label_names, dims["dropout"]),
+            args=_hf_search_args(cfg, out), train_dataset=hf._rows(data.train),
+            eval_dataset=hf._rows(data.validation), compute_metrics=hf.accuracy_metrics,
+            data_collator=DataCollatorWithPadding(tokenizer))
+        best = trainer.hyperparameter_search(
+            hp_space=hf.OptunaSpace(dims), compute_objective=hf.accuracy_objective,
+            n_trials=cfg.tune.num_samples, direction="maximize", backend="optuna",
+            sampler=hf._tpe(cfg), pruner=_hf_pruner(cfg, len(data.train)), study_name="hf",
+            storage=storage, timeout=max(1.0, timeout - (time.perf_counter() - start)))
+    trials = optuna.load_study(study_name="hf", storage=storage).trials
+    # A trial's score is its best evaluation, as for sftune's trials.
+    scores = [max(t.intermediate_values.values(), default=math.nan) for t in trials]
+    majority = _val_majority(cfg)
+    return {"hyperparameters": best.hyperparameters, "search_best_val": best.objective,
+            "search_s": time.perf_counter() - start, "search_trials": len(trials),
+            "trials_at_majority": sum(score <= majority + 1e-9 for score in scores),
+            "val_majority": majority, "search_states": [t.state.name for t in trials]}
+
+
+def _hf_search_args(cfg, out: str):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out, per_device_train_batch_size=cfg.train.batch_size,
+        per_device_eval_batch_size=cfg.train.eval_batch_size, num_train_epochs=1,
+        learning_rate=cfg.default_params().lr, weight_decay=cfg.default_params().weight_decay,
+        warmup_steps=cfg.train.warmup_ratio, max_grad_norm=cfg.train.max_grad_norm,
+        seed=cfg.train.seed, eval_strategy="steps", eval_steps=_eval_steps(cfg),
+        save_strategy="no", logging_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, dataloader_num_workers=0)
+
+
+def _eval_steps(cfg) -> int:
+    # sftune's search trials are scored every train.eval_every examples: the same rungs here.
+    return max(1, cfg.train.eval_every // cfg.train.batch_size)
+
+
+def _hf_pruner(cfg, train_examples: int):
+    """Successive halving at sftune's ASHA rungs (grace, reduction factor); never at the end."""
+    import optuna
+
+    from bench.sweep_vs_hf import LastEpochSafe
+
+    steps = -(-train_examples // cfg.train.batch_size)
+    every = _eval_steps(cfg)
+    return LastEpochSafe(optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=max(1, cfg.tune.grace_period // cfg.train.batch_size),
+        reduction_factor=int(cfg.tune.reduction_factor)), last_step=steps // every * every)
 
 
 def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
@@ -136,14 +244,15 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
 
 def _val_majority(cfg) -> float:
     """The majority-class share of the (search) validation split: what learning nothing scores."""
-    from search.data import load_labeled_frame, split_frame
+    from search.sources import load_labeled_frame
+    from search.splits import split_frame
 
     frame, names = load_labeled_frame(cfg.data)
     return _majority(split_frame(frame, cfg.data, names).validation["label"])
 
 
 RUNNERS = {"tfidf": run_tfidf, "untuned": run_untuned, "untuned-probe": run_untuned_probe,
-           "sftune": run_sftune}
+           "hf": run_hf, "sftune": run_sftune}
 
 
 def _child(system: str, source: str, seed: int, budget: float, args, queue) -> None:
