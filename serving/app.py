@@ -30,6 +30,7 @@ from typing import Any
 
 from ray import serve
 
+from search import storage
 from search.config import ServeConfig
 from serving.api import create_api
 from serving.auth import key_hash_from_env
@@ -95,7 +96,7 @@ class SftuneModel:
         logging.getLogger("ray.serve").addFilter(_MergedDownstream())
         replicas = cfg.min_replicas if cfg.autoscaling else replica_count(cfg)
         predictor = Predictor.load(
-            model_dir, device=cfg.device, bf16=cfg.bf16,
+            storage.local_copy(model_dir), device=cfg.device, bf16=cfg.bf16,
             num_threads=cfg.num_threads or default_threads(max(1, replicas)),
             max_tokens=cfg.max_tokens, forward_batch_size=cfg.forward_batch_size,
         )
@@ -171,10 +172,11 @@ def build_app(args: AppArgs) -> serve.Application:
     """The Serve application for ``args.model``; usable as ``serve run serving.app:build_app``."""
     if isinstance(args, dict):  # called directly with a plain dict, e.g. from a test
         args = AppArgs.model_validate(args)
-    model_dir = os.path.abspath(os.path.expanduser(args.model))
+    model_dir = storage.root(os.path.expanduser(args.model))  # a directory or a bucket URI
     from search.artifacts import verify_safetensors_only
 
-    verify_safetensors_only(model_dir)  # fail in the builder, not in every replica
+    # Fail in the builder, not in every replica (a bucket's copy is downloaded once per node).
+    verify_safetensors_only(storage.local_copy(model_dir))
     settings = ServeConfig.model_validate(
         args.model_dump(exclude={"model", "source", "test_metrics"}))
     return SftuneModel.options(**deployment_options(settings)).bind(

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from search import storage
 from search.config import ServeConfig
 from serving.owner import serve_forever
 from serving.resolve import ResolvedModel
@@ -20,7 +21,9 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text())
-    model = ResolvedModel(**{**spec["model"], "model_dir": Path(spec["model"]["model_dir"])})
+    where = spec["model"]["model_dir"]
+    model = ResolvedModel(**{**spec["model"], "model_dir": where if storage.is_remote(where)
+                             else Path(where)})
     serve_forever(model, ServeConfig.model_validate(spec["serve"]),
                   on_ready=lambda url: print(f"serving at {url}", flush=True))
     return 0
