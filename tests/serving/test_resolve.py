@@ -53,8 +53,6 @@ def test_clear_errors_for_pruned_checkpoint_unknown_trial_and_sweep(storage):
     assert all(trial in str(caught.value) for trial in ("A", "B", "C"))
     with pytest.raises(ResultsError, match="no sweep 'nope'.*sw"):
         resolve_model(name="nope", storage_path=str(storage))
-    with pytest.raises(ResultsError, match="remote"):
-        resolve_model(name="sw", storage_path="s3://bucket/runs")
 
 
 def test_model_dir_is_served_as_is(checkpoints, tmp_path):
