@@ -2,8 +2,9 @@
 
 Ray Tune keeps its own trial records, so the dashboard rebuilds an in-memory Optuna study from
 the table: one completed Optuna trial per finished sweep trial, its value the best-epoch score,
-its distributions the sweep's search space. fANOVA needs scikit-learn; without it PED-ANOVA
-(pure Optuna) is used. Optuna is imported only when importance is asked for.
+its distributions the sweep's search space. fANOVA (it needs scikit-learn) is used up to
+:data:`FANOVA_MAX_TRIALS` finished trials, PED-ANOVA (pure Optuna) beyond that or without
+scikit-learn. Optuna is imported only when importance is asked for.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from search.config import Choice
 from search.results import StopReason
 from search.space import distribution
 
-__all__ = ["MIN_TRIALS", "Importance", "importance_input", "param_importance"]
+__all__ = ["FANOVA_MAX_TRIALS", "MIN_TRIALS", "Importance", "importance_input", "param_importance"]
 
 #: Below this many finished trials an importance figure is noise, so none is computed.
 MIN_TRIALS = 4
+#: fANOVA's random forest grows faster than linearly with the trials: on 2 cores, synthetic
+#: sweeps took 2.5 s at 100 finished trials, 4.9 s at 300 and 143 s at 2,000, where the
+#: Hyperparameters page timed out; PED-ANOVA took 0.2 s at 2,000 (BENCHMARKS.md, dashboard).
+FANOVA_MAX_TRIALS = 300
 # A trial counts as finished when it trained as long as its own rules let it. ASHA-stopped
 # trials are left out like Optuna's pruned ones: their score is from a shorter budget.
 _FINISHED = (StopReason.COMPLETED, StopReason.EARLY_STOPPED)
@@ -68,10 +73,11 @@ def _study(rows: pd.DataFrame, space: dict[str, Dimension]):
     return study
 
 
-def _evaluator(prefer: str):
+def _evaluator(prefer: str, n_trials: int):
     import optuna
 
-    if prefer == "fanova" and importlib.util.find_spec("sklearn") is not None:
+    fanova_ok = n_trials <= FANOVA_MAX_TRIALS and importlib.util.find_spec("sklearn") is not None
+    if prefer == "fanova" and fanova_ok:
         return "fANOVA", optuna.importance.FanovaImportanceEvaluator(seed=0)
     return "PED-ANOVA", optuna.importance.PedAnovaImportanceEvaluator()
 
@@ -89,7 +95,7 @@ def param_importance(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name, evaluator = _evaluator(prefer)
+    name, evaluator = _evaluator(prefer, len(rows))
     try:
         values = optuna.importance.get_param_importances(
             _study(rows, space), evaluator=evaluator, normalize=True)
