@@ -22,9 +22,7 @@ from search.results import (
     summarize_trials,
     update_sweep_meta,
 )
-
-DEFAULT = {"lr": 1e-4, "dropout": 0.1}
-FIXED = {"alpha": 300.0, "frozen_depth": 0, "weight_decay": 0.01, "joint_epochs": 0}
+from tests.code.test_recorder import DEFAULT, FIXED
 
 
 def test_a_sweep_in_a_bucket_reads_back_and_lists_newest_first(bucket):
