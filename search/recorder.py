@@ -24,7 +24,6 @@ from search.results import (
     PARAM_COLUMNS,
     TRIAL_COLUMNS,
     StopReason,
-    is_remote,
     read_trials,
     results_location,
     summarize_trials,
@@ -152,7 +151,7 @@ def _remove_checkpoint(location: str) -> None:
     """Delete a pruned checkpoint, on local disk or in a bucket; a failure only warns (the
     results table already forgot it, and the sweep goes on)."""
     try:
-        if is_remote(location):
+        if storage.is_remote(location):
             storage.remove(location)
         else:
             shutil.rmtree(location, ignore_errors=True)

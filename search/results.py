@@ -36,7 +36,6 @@ __all__ = [
     "best_trial",
     "describe_gain",
     "experiment_path",
-    "is_remote",
     "list_sweeps",
     "pick_best",
     "prefix_cache_dir",
@@ -46,7 +45,6 @@ __all__ = [
     "results_dir",
     "results_location",
     "results_path",
-    "storage_root",
     "summarize_trials",
     "sweep_name",
     "write_sweep_meta",
@@ -96,18 +94,9 @@ class ResultsError(ValueError):
     """A results file is missing, corrupt or partial."""
 
 
-def is_remote(storage_path: str) -> bool:
-    return storage.is_remote(storage_path)
-
-
-def storage_root(storage_path: str) -> str:
-    """Absolute local path, or the URI unchanged (s3://, gs://, ...)."""
-    return storage.root(storage_path)
-
-
 def experiment_path(cfg: AppConfig, name: str) -> str:
     """Where Tune keeps the sweep ``name``: ``<tune.storage_path>/<name>``."""
-    return storage.join(storage_root(cfg.tune.storage_path), name)
+    return storage.join(storage.root(cfg.tune.storage_path), name)
 
 
 def results_path(cfg: AppConfig, name: str) -> str:
@@ -122,7 +111,7 @@ def prefix_cache_dir(experiment_dir: str) -> Path:
     Under the experiment dir when it is local; in the node's temp dir when the experiment lives
     in a bucket (a memory map needs a local file).
     """
-    if is_remote(experiment_dir):
+    if storage.is_remote(experiment_dir):
         return Path(tempfile.gettempdir()) / "sftune-prefix-cache" / Path(experiment_dir).name
     return Path(experiment_dir) / "prefix_cache"
 
@@ -205,7 +194,7 @@ def update_sweep_meta(experiment_dir: str | Path, **fields: Any) -> dict[str, An
 def list_sweeps(storage_path: str | Path) -> list[str]:
     """Experiment locations under ``storage_path`` (a directory or a bucket URI) that hold an
     sftune sweep, newest first."""
-    root = storage_root(str(storage_path))
+    root = storage.root(str(storage_path))
     stamped = []
     for name in storage.list_dirs(root):
         experiment = storage.join(root, name)

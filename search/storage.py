@@ -146,15 +146,16 @@ def is_dir(location: str) -> bool:
 
 def local_copy(location: str, cache_root: Path | None = None) -> Path:
     """A local directory holding ``location``'s files: the directory itself when it is local,
-    else a copy downloaded once into ``cache_root`` (default: the temp dir's
-    ``sftune-downloads``), keyed by the URI. A half-finished download is never reused: it is
-    staged beside the copy and renamed into place when complete."""
+    else a copy downloaded into ``cache_root`` (default: the temp dir's ``sftune-downloads``).
+    The copy is keyed by the URI and by its files' sizes and modification times, so it is
+    downloaded once, and again only when the bucket's copy changes (an export overwritten in
+    place). A half-finished download is never reused: it is staged beside the copy and renamed
+    into place when complete."""
     local = local_path(location)
     if local is not None:
         return local
     cache_root = Path(cache_root or Path(tempfile.gettempdir()) / "sftune-downloads")
-    key = hashlib.sha256(location.encode()).hexdigest()[:16]
-    target = cache_root / f"{key}-{location.rstrip('/').rsplit('/', 1)[-1]}"
+    target = cache_root / f"{_content_key(location)}-{location.rstrip('/').rsplit('/', 1)[-1]}"
     if target.is_dir():
         return target
     staging = download_dir(location, cache_root / f".{target.name}.{os.getpid()}.partial")
@@ -163,6 +164,14 @@ def local_copy(location: str, cache_root: Path | None = None) -> Path:
     except OSError:  # another process finished the same download first: use theirs
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _content_key(location: str) -> str:
+    """A digest of the URI and of what is stored under it (each file's path, size, mtime)."""
+    fs, path = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    listing = sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File)
+    return hashlib.sha256(f"{location}|{listing}".encode()).hexdigest()[:16]
 
 
 def is_empty_dir(location: str) -> bool:

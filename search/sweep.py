@@ -36,7 +36,6 @@ from search.results import (
     prefix_cache_dir,
     read_sweep_meta,
     results_path,
-    storage_root,
     update_sweep_meta,
     write_sweep_meta,
 )
@@ -285,7 +284,7 @@ def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
         reuse_actors=True,
     )
     return tune.Tuner(trainable, tune_config=tune_config,
-                      run_config=_run_config(cfg, name, recorder, storage_root(
+                      run_config=_run_config(cfg, name, recorder, storage.root(
                           cfg.tune.storage_path)))
 
 

@@ -6,6 +6,7 @@ Reads only the results format (:mod:`search.results`) and the checkpoint format
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from search import artifacts, storage
 from search.results import (
     ResultsError,
     best_trial,
-    is_remote,
     list_sweeps,
     read_sweep_meta,
     read_trials,
@@ -54,7 +54,7 @@ def resolve_model(*, name: str | None = None, trial: str | None = None, model: s
     if model is not None:
         if name is not None or trial is not None:
             raise ResultsError("give either a sweep NAME (and --trial) or --model DIR, not both")
-        if is_remote(model):
+        if storage.is_remote(model):
             return _from_bucket(model)
         return _from_directory(Path(model).expanduser())
     if name is None and trial is None:
@@ -83,8 +83,7 @@ def _from_bucket(uri: str) -> ResolvedModel:
 
 
 def _experiment(storage_path: str, name: str) -> str:
-    path = storage.join(storage.root(str(Path(storage_path).expanduser())
-                                     if not is_remote(storage_path) else storage_path), name)
+    path = storage.join(storage.root(os.path.expanduser(storage_path)), name)
     if not storage.is_dir(path):
         found = ", ".join(sweep_name(p) for p in list_sweeps(storage_path)) or "none"
         raise ResultsError(f"no sweep {name!r} under {storage_path} (sweeps there: {found}); "
@@ -130,7 +129,7 @@ def _checkpoint_of(row, experiment: str) -> Path | str:
             "the top tune.keep_checkpoints trials keep theirs); pick another with --trial"
         )
     artifacts.verify_safetensors_only(storage.local_copy(checkpoint))
-    return checkpoint if is_remote(checkpoint) else Path(checkpoint).resolve()
+    return checkpoint if storage.is_remote(checkpoint) else Path(checkpoint).resolve()
 
 
 def _recorded_test(experiment: str, trial_id: str) -> dict[str, float] | None:

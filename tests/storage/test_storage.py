@@ -67,3 +67,18 @@ def test_join_and_root_keep_uris_and_resolve_local_paths(tmp_path, monkeypatch):
     assert storage.root("runs") == str(tmp_path / "runs")
     assert storage.root("gs://b/x/") == "gs://b/x"
     assert storage.local_path("s3://b/x") is None
+
+
+def test_a_bucket_copy_is_downloaded_once_and_again_when_it_changes(bucket, tmp_path):
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"old")
+    remote = storage.join(bucket, "export")
+    storage.upload_dir(source, remote)
+    first = storage.local_copy(remote, tmp_path / "cache")
+    assert storage.local_copy(remote, tmp_path / "cache") == first  # cached, not downloaded again
+    (source / "weights.bin").write_bytes(b"new weights")  # the export is overwritten in place
+    storage.upload_dir(source, remote)
+    second = storage.local_copy(remote, tmp_path / "cache")
+    assert second != first and (second / "weights.bin").read_bytes() == b"new weights"
+    assert storage.local_copy(str(source)) == source  # a local directory is used as it is
