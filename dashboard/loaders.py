@@ -95,9 +95,8 @@ class Sweep:
 
 def file_stamp(experiment_dir: str | Path) -> tuple[int, int]:
     """Modification times (ns) of the results files, 0 when absent: the cache key."""
-    stamps = [storage.modified(results_location(str(experiment_dir), name))
-              for name in (TRIALS_FILE, SWEEP_FILE)]
-    trials, sweep = (0 if s is None else int(s * 1e9) for s in stamps)
+    trials, sweep = (storage.modified_ns(results_location(str(experiment_dir), name)) or 0
+                     for name in (TRIALS_FILE, SWEEP_FILE))
     return trials, sweep
 
 

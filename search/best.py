@@ -111,8 +111,9 @@ def export_best(experiment_dir: str | Path, target: str | Path | None = None,
 
 
 def _export(checkpoint: Path, target: str, **meta: Any) -> None:
-    """The one checkpoint format at ``target``: written in place locally; staged in a temp
-    dir and uploaded for a bucket."""
+    """The one checkpoint format at ``target``: staged and swapped in whole locally; in a
+    bucket, staged in a temp dir, then the old export is deleted and the new one uploaded file
+    by file (a replica starting in that window fails to load and says so; not atomic)."""
     if not storage.is_remote(target):
         artifacts.export_checkpoint(checkpoint, Path(target), **meta)
         return

@@ -198,7 +198,7 @@ def list_sweeps(storage_path: str | Path) -> list[str]:
     stamped = []
     for name in storage.list_dirs(root):
         experiment = storage.join(root, name)
-        modified = storage.modified(results_location(experiment, SWEEP_FILE))
+        modified = storage.modified_ns(results_location(experiment, SWEEP_FILE))
         if modified is not None:
             stamped.append((modified, experiment))
     return [experiment for _, experiment in sorted(stamped, reverse=True)]

@@ -36,7 +36,7 @@ __all__ = [
     "list_dirs",
     "local_copy",
     "local_path",
-    "modified",
+    "modified_ns",
     "read_bytes",
     "remove",
     "root",
@@ -86,13 +86,14 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def modified(location: str) -> float | None:
-    """A file's modification time (Unix seconds), or None when it does not exist."""
+def modified_ns(location: str) -> int | None:
+    """A file's modification time in nanoseconds since the epoch, or None when it does not
+    exist (0 when the store keeps none)."""
     fs, path = filesystem(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return None
-    return info.mtime.timestamp() if info.mtime is not None else 0.0
+    return info.mtime_ns or 0
 
 
 def read_bytes(location: str) -> bytes:
@@ -198,8 +199,8 @@ def download_dir(location: str, target: Path) -> Path:
 
 def upload_dir(source: Path, location: str) -> str:
     """Copy the local directory ``source`` to ``location`` (files there of the same name are
-    overwritten). Locally this is a plain copy; callers that need the whole directory to appear
-    at once stage it beside the target first (:mod:`search.artifacts` does)."""
+    overwritten), file by file: a reader may see part of the directory until it ends. Local
+    exports that must appear whole go through :mod:`search.artifacts`' staging instead."""
     fs, path = filesystem(location)
     try:
         fs.create_dir(path, recursive=True)

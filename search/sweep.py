@@ -425,8 +425,8 @@ def _elapsed_before(path: str) -> float:
     from search.results import SWEEP_FILE, TRIALS_FILE, results_location
 
     meta = read_sweep_meta(path)
-    stamps = [storage.modified(results_location(path, f)) for f in (TRIALS_FILE, SWEEP_FILE)]
-    last = max((s for s in stamps if s is not None), default=time.time())
+    stamps = [storage.modified_ns(results_location(path, f)) for f in (TRIALS_FILE, SWEEP_FILE)]
+    last = max((s / 1e9 for s in stamps if s is not None), default=time.time())
     return max(0.0, float(meta.get("ended_at") or last) - float(meta["started_at"]))
 
 
