@@ -62,6 +62,12 @@ class ResultsRecorder:
             if isinstance(row.get("checkpoint"), str):
                 self._checkpoints[row["trial_id"]] = row["checkpoint"]
 
+    def forget(self, trial_id: str) -> None:
+        """Drop a trial's rows and checkpoint: it is about to run again from the start."""
+        self._rows = {key: row for key, row in self._rows.items() if key[0] != trial_id}
+        self._checkpoints.pop(trial_id, None)
+        self.flush(force=True)
+
     def _trial_rows(self, trial_id: str) -> list[dict[str, Any]]:
         return [r for (t, _), r in sorted(self._rows.items()) if t == trial_id]
 

@@ -118,9 +118,19 @@ class _RecorderCallback(tune.Callback):
 
     def __init__(self, recorder: ResultsRecorder) -> None:
         self.recorder = recorder
+        self._restores_checked = False
 
     def setup(self, **info: Any) -> None:
         self.recorder.load_existing()  # on resume, rows of the earlier run come back
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        # Before the first trial starts: a restored trial whose checkpoint is gone restarts.
+        if not self._restores_checked:
+            self._restores_checked = True
+            for trial in trials:
+                if trial.status == "PENDING" and _checkpoint_lost(trial):
+                    _restart_from_scratch(trial)
+                    self.recorder.forget(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.recorder.on_result(trial.trial_id, trial.config, result)
@@ -138,6 +148,31 @@ class _RecorderCallback(tune.Callback):
         # Trials Tune ended at the experiment's time limit get no on_trial_complete call.
         self.recorder.on_budget_end([t.trial_id for t in trials if t.status == "TERMINATED"])
         self.recorder.flush(force=True)
+
+
+def _checkpoint_lost(trial) -> bool:
+    """Whether Tune's snapshot points the trial at a checkpoint that no longer exists.
+
+    A killed driver leaves that behind: Tune deletes a trial's superseded checkpoint when it
+    registers the next one and snapshots the experiment only afterwards, and the recorder
+    prunes a finished trial's checkpoint before Tune's next snapshot says it finished. Tune
+    would then fail the trial on restore ("Could not recover from checkpoint").
+    """
+    checkpoint = trial.checkpoint
+    return checkpoint is not None and not storage.exists(_checkpoint_location(checkpoint))
+
+
+def _restart_from_scratch(trial) -> None:
+    """Forget the trial's checkpoints, so Tune starts it afresh instead of failing it.
+
+    Tune has no public call for this; its own ``Trial.reset`` builds the same fresh manager.
+    """
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+    log.warning("trial %s: its checkpoint %s is gone; it restarts from the beginning",
+                trial.trial_id, _checkpoint_location(trial.checkpoint))
+    config = trial.run_metadata.checkpoint_manager.checkpoint_config
+    trial.run_metadata.checkpoint_manager = _CheckpointManager(checkpoint_config=config)
 
 
 def _error_text(trial) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,30 +40,55 @@ def _sweep(config: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _tune_terminated(experiment: Path) -> set[str]:
-    """Trial ids Tune's own experiment snapshot records as finished (what a restore sees)."""
-    done = set()
+def _tune_trials(experiment: Path) -> dict[str, dict]:
+    """Tune's own experiment snapshot (what a restore sees): each trial's status, and whether
+    its last result registered a checkpoint."""
+    trials = {}
     for state in experiment.glob("experiment_state-*.json"):
         try:
-            trials = json.loads(state.read_text())["trial_data"]
+            entries = json.loads(state.read_text())["trial_data"]
         except (json.JSONDecodeError, KeyError):
             continue  # being rewritten
-        for raw, _ in trials:
-            trial = json.loads(raw)
-            if trial.get("status") == "TERMINATED":
-                done.add(trial["trial_id"])
-    return done
+        for raw, metadata in entries:
+            trial, last = json.loads(raw), json.loads(metadata).get("last_result") or {}
+            trials[trial["trial_id"]] = {"status": trial["status"],
+                                         "checkpointed": bool(last.get("checkpoint_dir_name"))}
+    return trials
 
 
-def _wait_for_finished_trials(proc: subprocess.Popen, experiment: Path, count: int) -> set[str]:
+def _finished(trials: dict[str, dict]) -> set[str]:
+    return {t for t, state in trials.items() if state["status"] == "TERMINATED"}
+
+
+def _running_with_checkpoint(trials: dict[str, dict]) -> set[str]:
+    return {t for t, state in trials.items()
+            if state["status"] != "TERMINATED" and state["checkpointed"]}
+
+
+def _wait_for_snapshot(proc: subprocess.Popen, experiment: Path, count: int,
+                       checkpointed_running: bool) -> dict[str, dict]:
+    """Wait until Tune's snapshot has ``count`` finished trials (and, if asked, a running one
+    whose checkpoint the snapshot records)."""
     deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, f"driver exited early: {proc.stderr.read()[-2000:]}"
-        done = _tune_terminated(experiment)
-        if len(done) >= count:
-            return done
-        time.sleep(0.5)
+        trials = _tune_trials(experiment)
+        if len(_finished(trials)) >= count and (
+                not checkpointed_running or _running_with_checkpoint(trials)):
+            return trials
+        time.sleep(0.2)
     raise AssertionError("no trial finished in time")
+
+
+def _lose_checkpoints(experiment: Path, trial_ids: set[str]) -> int:
+    """Delete the trials' checkpoints, as the race between Tune's checkpoint deletion (or the
+    recorder's pruning) and Tune's next snapshot does when the driver is killed in between."""
+    lost = 0
+    for trial_id in trial_ids:
+        for checkpoint in experiment.glob(f"*_{trial_id}_*/checkpoint_*"):
+            shutil.rmtree(checkpoint)
+            lost += 1
+    return lost
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -88,20 +114,31 @@ def _process(pid: int):
         return None
 
 
+def _errors(summary, experiment: Path) -> str:
+    """What went wrong, for the failure message: each errored trial's recorded error and Tune's."""
+    bad = summary[summary["status"] != "TERMINATED"][["trial_id", "stop_reason", "error"]]
+    tune_errors = [path.read_text()[-1500:] for path in experiment.glob("*/error.txt")]
+    return f"{bad.to_string()}\n" + "\n".join(tune_errors)
+
+
+@pytest.mark.parametrize("checkpoint_lost", [False, True], ids=["intact", "checkpoint-lost"])
 def test_killed_sweep_resumes_without_losing_or_rerunning_trials(
-    tiny_model_dir, reviews_csv, tmp_path
+    tiny_model_dir, reviews_csv, tmp_path, checkpoint_lost
 ):
     config = _write_config(tmp_path / "sweep.yaml", tiny_model_dir, reviews_csv, tmp_path / "runs")
     experiment = tmp_path / "runs" / "killme"
     first = _sweep(config, "--name", "killme")
     try:
-        finished = _wait_for_finished_trials(first, experiment, count=2)
+        trials = _wait_for_snapshot(first, experiment, 2, checkpointed_running=checkpoint_lost)
     finally:
         _kill_tree(first)
     assert first.returncode == -signal.SIGKILL
+    finished = _finished(trials)
     before = read_trials(experiment)
     rows_before = before[before["trial_id"].isin(finished)].sort_values(["trial_id", "epoch"])
     assert len(summarize_trials(before)) < NUM_SAMPLES, "killed too late to test resume"
+    if checkpoint_lost:
+        assert _lose_checkpoints(experiment, _running_with_checkpoint(trials)) > 0
 
     second = _sweep(config, "--resume", "killme")
     try:
@@ -109,11 +146,12 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(
     finally:
         _kill_tree(second)
     assert second.returncode == 0, err[-3000:]
+    assert ("restarts from the beginning" in err) == checkpoint_lost, err[-3000:]
 
     after = read_trials(experiment)
     summary = summarize_trials(after)
     assert len(summary) == NUM_SAMPLES and summary["trial_id"].is_unique
-    assert (summary["status"] == "TERMINATED").all()
+    assert (summary["status"] == "TERMINATED").all(), _errors(summary, experiment)
     rows_after = after[after["trial_id"].isin(finished)].sort_values(["trial_id", "epoch"])
     # Finished trials were neither lost nor run again: their rows are exactly as before.
     assert rows_after[["trial_id", "epoch", "timestamp", "val_accuracy"]].to_numpy().tolist() == (
