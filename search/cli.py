@@ -20,6 +20,7 @@ COMMAND_MODULES = ("search.cli", "serving.cli", "dashboard.cli")
 EPILOG = """examples:
   sftune sweep --config configs/default.yaml --name demo
   sftune results demo
+  sftune list --storage s3://my-bucket/sweeps
   sftune best demo --export ./best-model
   sftune train --config configs/smoke.yaml
   sftune train --set space.frozen_depth=3 --set train.epochs=1
@@ -140,12 +141,23 @@ def _print_results(path: str, top: int) -> None:
           "checkpoints kept)")
 
 
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    """--storage and --config, taken the same way by every command that reads sweeps."""
+    parser.add_argument("--storage", help="where the sweeps are: a directory or a bucket URI "
+                        "(default: the config's tune.storage_path)")
+    parser.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+
+
+def _storage_config(args: argparse.Namespace) -> AppConfig:
+    return load_config(args.config, [f"tune.storage_path={args.storage}"] if args.storage else [])
+
+
 def _experiment_dir(args: argparse.Namespace) -> str:
     """The sweep NAME under --storage (a directory or a bucket URI)."""
     from search import storage
     from search.results import experiment_path
 
-    cfg = load_config(None, [f"tune.storage_path={args.storage}"] if args.storage else [])
+    cfg = _storage_config(args)
     path = experiment_path(cfg, args.name)
     if not storage.is_dir(path):
         where = storage.root(cfg.tune.storage_path)
@@ -154,7 +166,30 @@ def _experiment_dir(args: argparse.Namespace) -> str:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    if args.json:
+        from search.results import results_record
+
+        print(json.dumps(results_record(_experiment_dir(args)), indent=2, default=str))
+        return 0
     _print_results(_experiment_dir(args), top=args.top)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """The sweeps under a storage path, newest first: status, trials, best score and test."""
+    import pandas as pd
+
+    from search import storage
+    from search.results import list_sweeps, sweep_overview
+
+    cfg = _storage_config(args)
+    rows = [sweep_overview(path) for path in list_sweeps(cfg.tune.storage_path)]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    elif not rows:
+        print(f"no sweeps under {storage.root(cfg.tune.storage_path)}")
+    else:
+        print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
 
@@ -196,12 +231,22 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sftune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sftune",
         description="Hyperparameter search for supervised fine-tuning of text classifiers.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"sftune {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each package owns its subcommands and adds them the same way, by a `register(sub)`; their
     # cli modules import nothing heavy, so `sftune --help` stays fast, and the core of `search`
@@ -212,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add search's subcommands (train, sweep, demo, results, best, assets)."""
+    """Add search's subcommands (train, sweep, demo, results, list, best, assets)."""
     train = sub.add_parser("train", help="train one trial at the config's default params (no Ray)")
     _add_config_args(train)
     train.add_argument("--output", type=Path, help="output dir (default: runs/train-<time>)")
@@ -237,13 +282,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     results = sub.add_parser("results", help="print a sweep's top trials and disk use")
     results.add_argument("name", help="sweep name")
-    results.add_argument("--storage", help="storage path (default: tune.storage_path)")
+    _add_storage_args(results)
     results.add_argument("--top", type=int, default=10, help="trials to show")
+    results.add_argument("--json", action="store_true",
+                         help="print the sweep's metadata and every trial's best row as JSON")
     results.set_defaults(func=cmd_results)
+
+    listing = sub.add_parser("list", help="the sweeps under a storage path, newest first")
+    _add_storage_args(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_list)
 
     best = sub.add_parser("best", help="evaluate a sweep's best trial on test and export it")
     best.add_argument("name", help="sweep name")
-    best.add_argument("--storage", help="storage path (default: tune.storage_path)")
+    _add_storage_args(best)
     best.add_argument("--export", help="export dir or bucket URI (default: <experiment>/export)")
     best.add_argument("--trial", help="a trial id other than the best")
     best.set_defaults(func=cmd_best)

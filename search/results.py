@@ -204,6 +204,32 @@ def list_sweeps(storage_path: str | Path) -> list[str]:
     return [experiment for _, experiment in sorted(stamped, reverse=True)]
 
 
+def results_record(experiment_dir: str | Path) -> dict[str, Any]:
+    """A sweep's metadata and one row per trial (its best evaluation), as plain JSON values:
+    what ``sftune results --json`` prints for scripts."""
+    summary = summarize_trials(read_trials(experiment_dir))
+    trials = json.loads(summary.to_json(orient="records")) if not summary.empty else []
+    return {"path": str(experiment_dir), "sweep": read_sweep_meta(experiment_dir),
+            "trials": trials}
+
+
+def sweep_overview(experiment_dir: str | Path) -> dict[str, Any]:
+    """One line about a sweep (``sftune list``): status, trials, best validation score, and the
+    exported trial's test accuracy once ``sftune best`` measured it."""
+    path = str(experiment_dir)
+    try:
+        meta = read_sweep_meta(path)
+        summary = summarize_trials(read_trials(path))
+    except ResultsError as err:
+        return {"name": sweep_name(path), "status": f"unreadable: {err}", "path": path}
+    best = pick_best(summary)
+    test = recorded_test_metrics(meta, best["trial_id"]) if best is not None else None
+    return {"name": meta.get("name") or sweep_name(path), "status": meta.get("status"),
+            "trials": len(summary), "metric": meta.get("metric"),
+            "best": None if best is None else float(best["score"]),
+            "test_accuracy": (test or {}).get("test_accuracy"), "path": path}
+
+
 def sweep_name(experiment_dir: str | Path) -> str:
     """The last part of an experiment's location (its name), for a path or a URI."""
     return str(experiment_dir).rstrip("/").rsplit("/", 1)[-1]

@@ -19,6 +19,47 @@ def test_help_lists_the_commands(capsys):
     assert "train" in out and "assets" in out
 
 
+def test_version_names_the_installed_package(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sftune {version('sftune')}"
+
+
+def _two_sweeps(root: Path) -> None:
+    from dashboard.synthetic import make_synthetic_sweep
+
+    make_synthetic_sweep(root / "older", n_trials=4, epochs=2, seed=1)
+    make_synthetic_sweep(root / "newer", n_trials=6, epochs=2, seed=2, status="running")
+
+
+def test_list_shows_every_sweep_newest_first_as_a_table_and_as_json(tmp_path, capsys):
+    _two_sweeps(tmp_path / "runs")
+    assert main(["list", "--storage", str(tmp_path / "runs"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["newer", "older"]
+    assert [r["trials"] for r in rows] == [6, 4] and rows[0]["status"] == "running"
+    # The best trial's test accuracy, as `sftune best` recorded it (one point under its score
+    # in the synthetic sweeps).
+    assert all(r["test_accuracy"] == pytest.approx(r["best"] - 0.01, abs=1e-4) for r in rows)
+    assert main(["list", "--storage", str(tmp_path / "runs")]) == 0
+    table = capsys.readouterr().out
+    assert table.index("newer") < table.index("older")
+    assert main(["list", "--storage", str(tmp_path / "empty")]) == 0
+    assert "no sweeps under" in capsys.readouterr().out
+
+
+def test_results_json_is_the_sweep_and_one_row_per_trial(tmp_path, capsys):
+    _two_sweeps(tmp_path / "runs")
+    assert main(["results", "older", "--storage", str(tmp_path / "runs"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["sweep"]["name"] == "older" and len(record["trials"]) == 4
+    scores = [t["score"] for t in record["trials"]]
+    assert scores == sorted(scores, reverse=True)  # best first, as the table
+
+
 def test_bad_override_is_a_clear_error_without_traceback(capsys):
     assert main(["train", "--set", "train.epochz=1"]) == 2
     err = capsys.readouterr().err
