@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search import assets
+from search import assets, storage
 
 __all__ = [
     "ModelError",
@@ -34,9 +34,15 @@ class ModelError(ValueError):
 
 
 def resolve_model_dir(name: str) -> Path:
-    """A built-in name or a local checkpoint directory; never the Hub (machines are offline)."""
+    """A built-in name, a local checkpoint directory, or one in a bucket (``s3://``, ``gs://``:
+    downloaded once per machine, so every node of a cluster finds it); never the Hub (machines
+    are offline)."""
     if name in BUILTIN_MODELS:
         return assets.builtin_model_dir()
+    if storage.is_remote(name):
+        if not storage.exists(storage.join(name, "config.json")):
+            raise ModelError(f"model {name!r} has no config.json in the bucket")
+        return storage.local_copy(name)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         return path

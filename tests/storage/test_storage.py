@@ -82,3 +82,15 @@ def test_a_bucket_copy_is_downloaded_once_and_again_when_it_changes(bucket, tmp_
     second = storage.local_copy(remote, tmp_path / "cache")
     assert second != first and (second / "weights.bin").read_bytes() == b"new weights"
     assert storage.local_copy(str(source)) == source  # a local directory is used as it is
+
+
+def test_a_model_in_a_bucket_is_downloaded_once_and_loads(bucket, tiny_model_dir):
+    from search.model import ModelError, load_tokenizer, resolve_model_dir
+
+    uri = storage.join(bucket, "models", "tiny")
+    storage.upload_dir(tiny_model_dir, uri)
+    local = resolve_model_dir(uri)
+    assert (local / "config.json").is_file() and resolve_model_dir(uri) == local
+    assert load_tokenizer(local)("great fun")["input_ids"]
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model_dir(storage.join(bucket, "models", "missing"))
