@@ -76,7 +76,7 @@ class ResultsRecorder:
         row = {"trial_id": trial_id, "status": "RUNNING", "epoch": epoch, "phase": self.phase,
                "default_point": self.phase == "search" and is_point(config, self.default),
                "examples": int(result.get("examples") or 0),
-               "stage": result.get("stage"),
+               "stage": result.get("stage"), "node": result.get("node"),
                "stop_reason": result.get("stop_reason", StopReason.RUNNING),
                "error": result.get("error"), "timestamp": result.get("timestamp", time.time())}
         row.update({**self.fixed, **config})

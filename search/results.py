@@ -83,9 +83,10 @@ METRIC_COLUMNS = (
 #: default_point: the search trial at the space's defaults (the untuned baseline).
 #: epoch: epochs done at the evaluation (fractional: evaluations can fall mid-epoch);
 #: examples: training examples seen by then (ASHA's time axis).
+#: node: the id of the Ray node the evaluation ran on (a retried trial can move to another).
 TRIAL_COLUMNS = (
     "trial_id", "phase", "default_point", "status", "stop_reason", "error", "epoch", "examples",
-    "stage",
+    "stage", "node",
     *PARAM_COLUMNS, *METRIC_COLUMNS, "checkpoint", "timestamp",
 )
 

@@ -68,9 +68,11 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
     context = tune.get_context()
     workdir = Path(context.get_trial_dir()).resolve()
 
+    node = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        tune.report({**metrics, "node": node}, checkpoint=checkpoint)
 
     trainer = Trainer(
         cfg=cfg, params=params, data=data, model_dir=resolve_model_dir(cfg.model.name),
@@ -91,7 +93,7 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
         best = result.best["score"] if result.best else 0.0
         examples = result.history[-1]["examples"] + 1 if result.history else 1
         tune.report({"score": best, "stop_reason": StopReason.DIVERGED, "error": result.message,
-                     "examples": examples, "epoch": examples / len(data.train)})
+                     "examples": examples, "epoch": examples / len(data.train), "node": node})
 
 
 def _release_memory() -> None:
