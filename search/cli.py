@@ -82,31 +82,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_name(args: argparse.Namespace) -> str:
-    return args.resume or args.name or time.strftime("sweep-%Y%m%d-%H%M%S")
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep, then evaluate and export its best trial."""
-    from search.best import export_best
-    from search.sweep import run_sweep
+    from search import api
 
     cfg = _config(args)
-    name = _sweep_name(args)
-    if args.resume:
-        from search.best import sweep_config
-        from search.results import results_path
-
-        # Resume exactly what ran (same data subset, space, budget), whatever --config says now.
-        cfg = sweep_config(results_path(cfg, name))
-    path = run_sweep(cfg, name=name, address=args.address, resume=bool(args.resume))
-    _print_results(path, top=5)
-    if args.no_export:
+    result = api.sweep(cfg, name=args.resume or args.name, address=args.address,
+                       resume=bool(args.resume), export=not args.no_export)
+    _print_results(result.path, top=5)
+    if result.best is None:
         return 0
-    best = export_best(path)
-    _print_outcome(best, cfg)
-    print(f"exported: {best['export_dir']}")
-    print(f"next: sftune serve {name}    |    sftune dashboard")
+    _print_outcome(result.best, cfg)
+    print(f"exported: {result.best['export_dir']}")
+    print(f"next: sftune serve {result.name}    |    sftune dashboard")
     return 0
 
 
@@ -179,11 +167,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     """The sweeps under a storage path, newest first: status, trials, best score and test."""
     import pandas as pd
 
-    from search import storage
-    from search.results import list_sweeps, sweep_overview
+    from search import api, storage
 
     cfg = _storage_config(args)
-    rows = [sweep_overview(path) for path in list_sweeps(cfg.tune.storage_path)]
+    rows = api.list_sweeps(cfg.tune.storage_path)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
     elif not rows:
@@ -194,9 +181,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from search.best import export_best
+    from search import api
 
-    best = export_best(_experiment_dir(args), args.export, trial_id=args.trial)
+    best = api.best(_experiment_dir(args), args.export, trial=args.trial)
     print(json.dumps(best, indent=2))
     return 0
 
@@ -204,13 +191,11 @@ def cmd_best(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sweep, export, serve and open the dashboard: the whole product in one command."""
     from dashboard.cli import run_dashboard, settings_for
-    from search.best import export_best
-    from search.sweep import run_sweep
+    from search import api
     from serving.deploy import start_background, stop
 
     cfg = _config(args)
-    name = args.name or time.strftime("demo-%Y%m%d-%H%M%S")
-    best = export_best(run_sweep(cfg, name=name))
+    best = api.sweep(cfg, name=args.name or time.strftime("demo-%Y%m%d-%H%M%S")).best
     _print_outcome(best, cfg)
     print(f"exported to {best['export_dir']}")
     url = start_background(best["export_dir"], cfg.serve)

@@ -42,12 +42,16 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
 ):
     from transformers import pipeline
 
-    from search.best import export_best
+    from search import api
 
+    # Through the Python API, which the CLI calls: run, read, list, export.
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.keep_checkpoints=2")
-    path = run_sweep(cfg, name="real")
+    result = api.sweep(cfg, name="real", export=False)
+    path = result.path
+    assert result.best is None and result.name == "real"
     frame = read_trials(path)
-    summary = summarize_trials(frame)
+    summary = api.results(path)
+    assert summary["trial_id"].tolist() == summarize_trials(frame)["trial_id"].tolist()
     assert len(summary) == 4 and summary["trial_id"].is_unique
     assert (summary["status"] == "TERMINATED").all()
     per_trial_epochs = frame[frame["epoch"] > 0].groupby("trial_id")["epoch"].apply(list)
@@ -71,7 +75,9 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     assert meta["status"] == "finished" and meta["best"]["trial_id"] == best["trial_id"]
     assert (Path(path) / "sftune" / "optuna.db").is_file()
 
-    exported = export_best(path, tmp_path / "export")
+    [listed] = api.list_sweeps(cfg.tune.storage_path)
+    assert listed["name"] == "real" and listed["status"] == "finished" and listed["trials"] == 4
+    exported = api.best(path, tmp_path / "export")
     assert exported["trial_id"] == best["trial_id"]
     assert 0 <= exported["test_accuracy"] <= 1
     meta = artifacts.read_meta(tmp_path / "export")
