@@ -91,8 +91,29 @@ def _stop(serve_cfg, address: str | None) -> int:
     if deploy.stop(serve_cfg, address=address):
         print(f"stopped the server on port {serve_cfg.port}")
         return 0
-    print(f"no sftune server runs on port {serve_cfg.port}", file=sys.stderr)
+    print(_nothing_to_stop(serve_cfg), file=sys.stderr)
     return 1
+
+
+def _nothing_to_stop(serve_cfg) -> str:
+    """Why --stop stopped nothing, naming what does run: never "nothing runs" while a server
+    (of sftune, on another port, or another program on this one) does."""
+    from serving.state import running_servers
+
+    servers = running_servers()
+    if servers:
+        listed = "; ".join(f"port {s.port} (pid {s.pid}, {s.model_dir})" for s in servers)
+        return (f"no sftune server runs on port {serve_cfg.port}; sftune servers on this "
+                f"machine: {listed}. Stop one with: sftune serve --stop --port PORT")
+    from serving.state import STATE_ENV, ServeError
+
+    try:
+        _check_port_free(serve_cfg.host, serve_cfg.port)
+    except ServeError:
+        return (f"no sftune server is registered on port {serve_cfg.port}, but something "
+                f"listens there: another program, or an sftune server started by another user "
+                f"or with another {STATE_ENV}; stop it where it was started (Ctrl-C there)")
+    return f"no sftune server runs on port {serve_cfg.port}"
 
 
 def _serve(model, serve_cfg, args: argparse.Namespace) -> int:

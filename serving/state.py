@@ -22,6 +22,7 @@ __all__ = [
     "is_alive",
     "read_state",
     "remove_state",
+    "running_servers",
     "state_dir",
     "url_for",
     "write_state",
@@ -92,6 +93,13 @@ def read_state(port: int) -> ServerState | None:
         path.unlink(missing_ok=True)
         return None
     return state
+
+
+def running_servers() -> list[ServerState]:
+    """Every live server in this machine's registry, foreground or background, by port."""
+    stems = (path.stem.removeprefix("serve-") for path in state_dir().glob("serve-*.json"))
+    states = (read_state(int(stem)) for stem in stems if stem.isdigit())
+    return sorted((s for s in states if s is not None), key=lambda s: s.port)
 
 
 def write_state(state: ServerState) -> None:

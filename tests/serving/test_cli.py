@@ -55,6 +55,45 @@ def test_stop_without_a_server_says_so(capsys):
     assert "no sftune server runs on port 9124" in capsys.readouterr().err
 
 
+def _owner_stand_in():
+    """A process that, like a foreground `sftune serve`, ends cleanly on SIGTERM."""
+    import subprocess
+    import sys
+
+    script = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+              "print('ready', flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_stop_ends_a_foreground_server_and_names_the_ones_it_did_not_stop(capsys):
+    from serving.state import ServerState, write_state
+
+    owner = _owner_stand_in()
+    try:
+        write_state(ServerState(pid=owner.pid, address="127.0.0.1:6379", url="http://x",
+                                port=9125, app_name="sftune", model_dir="/models/a",
+                                started_at="now"))
+        assert main(["serve", "--stop", "--port", "9126"]) == 1
+        err = capsys.readouterr().err
+        assert "no sftune server runs on port 9126" in err
+        assert f"port 9125 (pid {owner.pid}, /models/a)" in err and "--stop --port" in err
+        assert main(["serve", "--stop", "--port", "9125"]) == 0
+        assert owner.wait(timeout=10) == 0  # it got SIGTERM, as Ctrl-C would end it
+    finally:
+        owner.kill()
+
+
+def test_stop_on_a_port_another_program_listens_on_says_so(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--stop", "--port", str(port)]) == 1
+    assert "but something listens there" in capsys.readouterr().err
+
+
 def test_busy_port_and_missing_key_fail_before_starting_ray(checkpoints, capsys, monkeypatch):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
