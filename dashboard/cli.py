@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,4 +97,28 @@ def run_dashboard(settings: Settings, *, host: str, port: int,
               "reach it can read every sweep", file=sys.stderr)
     print(f"sftune dashboard: http://{host}:{port}  (sweeps under {settings.storage}, "
           f"endpoint {settings.serve_url})", flush=True)
-    return subprocess.call(command, env={**os.environ, **settings.to_env()})
+    return run_child(command, env={**os.environ, **settings.to_env()})
+
+
+#: Signals a supervisor or a terminal stops the dashboard with; each is passed on to Streamlit.
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run the Streamlit server until it exits, passing SIGTERM, SIGINT and SIGHUP on to it.
+
+    Python's default SIGTERM handling would end this process at once and leave the child
+    serving, orphaned; a process supervisor stops services with SIGTERM.
+    """
+    child = subprocess.Popen(command, env=env)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+                for sig in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:  # this process is ending for another reason: don't orphan it
+            child.terminate()
+            child.wait(timeout=30)
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
