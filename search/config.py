@@ -66,8 +66,15 @@ class DataConfig(_Section):
     source: str = Field(
         "rotten_tomatoes",
         description="Built-in name (`rotten_tomatoes`, `rotten_tomatoes_small`) or a path to a "
-        ".csv, .jsonl or .parquet file.",
+        ".csv, .tsv, .jsonl, .json (lines or an array) or .parquet file, split by sftune.",
     )
+    train: str | None = Field(
+        None, description="Your own training file, with data.validation and data.test: the "
+        "splits are used as given (no split is made, data.source is not read) and the data "
+        "fingerprint covers all three.",
+    )
+    validation: str | None = Field(None, description="Your own validation file (see data.train).")
+    test: str | None = Field(None, description="Your own test file (see data.train).")
     text_column: str = Field("text", description="Column holding the input text (user files).")
     label_column: str = Field("label", description="Column holding the class label (user files).")
     unlabeled_path: str | None = Field(
@@ -91,6 +98,19 @@ class DataConfig(_Section):
         None, ge=2, description="Stratified subsample of validation and test (None = all)."
     )
     split_seed: int = Field(0, description="Seed of the stratified split; fixed so runs compare.")
+
+    @model_validator(mode="after")
+    def _check_given_splits(self) -> DataConfig:
+        given = {name: getattr(self, name) for name in ("train", "validation", "test")}
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(f"data.{name}" for name, path in given.items() if not path)
+            raise ValueError(f"your own splits need all three files; {missing} not set")
+        return self
+
+    def given_splits(self) -> dict[str, str] | None:
+        """The user's own train/validation/test files, or None when sftune splits data.source."""
+        return {"train": self.train, "validation": self.validation, "test": self.test} \
+            if self.train else None
 
 
 class ModelConfig(_Section):

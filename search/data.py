@@ -22,7 +22,7 @@ from search.encoding import (
     sample_split,
     tokenize,
 )
-from search.sources import load_labeled_frame, read_unlabeled
+from search.sources import load_given_splits, load_labeled_frame, read_unlabeled
 from search.splits import SplitFrames, fingerprint_frames, split_frame, subsample_frame
 
 __all__ = ["PreparedData", "prepare_data", "subset"]
@@ -52,8 +52,12 @@ class PreparedData:
 
 def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> PreparedData:
     """Load, validate, split, subsample and tokenize the configured data exactly once."""
-    frame, names = load_labeled_frame(cfg)
-    splits = split_frame(frame, cfg, names)
+    if cfg.given_splits():  # the user's own split: used as given
+        frames, names = load_given_splits(cfg)
+        splits = SplitFrames(**frames)
+    else:
+        frame, names = load_labeled_frame(cfg)
+        splits = split_frame(frame, cfg, names)
     seed = cfg.split_seed if seed is None else seed
     splits = SplitFrames(
         train=subsample_frame(splits.train, cfg.max_train_examples, seed),

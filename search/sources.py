@@ -1,11 +1,13 @@
 """Where labelled rows come from, and whether they are usable: the built-in reviews, a user's
-CSV / JSONL / Parquet file, an unlabelled corpus. A bad file raises :class:`DataError` naming the
+CSV / TSV / JSON(L) / Parquet file or its own train/validation/test files, an unlabelled
+corpus. A bad file raises :class:`DataError` naming the
 rows and why, before anything is split or tokenized."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from search import assets
@@ -15,6 +17,7 @@ __all__ = [
     "BUILTIN_SOURCES",
     "DataError",
     "ROTTEN_TOMATOES_LABELS",
+    "load_given_splits",
     "load_labeled_frame",
     "read_unlabeled",
     "row_numbers",
@@ -52,16 +55,18 @@ def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
         raise DataError(f"data file not found: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".bz2"} else path.suffix
     try:
-        if suffix.startswith(".csv"):
+        if suffix.startswith((".csv", ".tsv")):
             # Text read as str with no NA guessing, so an empty cell is "" and reported as empty.
-            frame = pd.read_csv(path, dtype={cfg.text_column: str}, keep_default_na=False)
+            frame = pd.read_csv(path, dtype={cfg.text_column: str}, keep_default_na=False,
+                                sep="\t" if suffix.startswith(".tsv") else ",")
         elif suffix.startswith((".jsonl", ".json")):
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = pd.read_json(path, lines=not _is_json_array(path), dtype=False)
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
             raise DataError(
-                f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .parquet"
+                f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl, .json (one "
+                "object per line, or an array of objects) or .parquet"
             )
     except (ValueError, pd.errors.ParserError, OSError) as err:
         if isinstance(err, DataError):
@@ -70,6 +75,16 @@ def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
             raise DataError(f"{path} is empty") from None
         raise DataError(f"{path} could not be read: {err}") from None
     return _select_columns(frame, path, cfg)
+
+
+def _is_json_array(path: Path) -> bool:
+    """Whether a .json file holds one array of records rather than one record per line."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        head = handle.read(4096).lstrip()
+    return head.startswith("[")
 
 
 def _select_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.DataFrame:
@@ -85,7 +100,7 @@ def _select_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.Data
     return selected.set_axis(["text", "label"], axis=1).reset_index(drop=True)
 
 
-def validate_frame(frame: pd.DataFrame, source: str) -> None:
+def validate_frame(frame: pd.DataFrame, source: str, min_classes: int = 2) -> None:
     """Raise :class:`DataError` naming the rows with bad texts or labels, or too few classes."""
     texts = frame["text"]
     not_str = texts[~texts.map(lambda v: isinstance(v, str))].index
@@ -96,11 +111,17 @@ def validate_frame(frame: pd.DataFrame, source: str) -> None:
     if len(empty):
         raise DataError(f"{source}: {row_numbers(empty)}: text is empty")
     labels = frame["label"]
+    listed = labels[labels.map(lambda v: isinstance(v, list | tuple | np.ndarray))].index
+    if len(listed):
+        raise DataError(
+            f"{source}: {row_numbers(listed)}: the label is a list (multi-label data); sftune "
+            "trains single-label classifiers: give each row one label"
+        )
     missing = labels[labels.isna() | (labels.astype(str).str.strip() == "")].index
     if len(missing):
         raise DataError(f"{source}: {row_numbers(missing)}: label is missing")
     classes = labels.astype(str).unique()
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise DataError(
             f"{source}: every row has label {classes[0]!r}; a classifier needs at least 2 classes"
         )
@@ -114,8 +135,32 @@ def load_labeled_frame(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
         frame = _read_user_file(Path(cfg.source).expanduser(), cfg)
         validate_frame(frame, cfg.source)
         names = sorted(frame["label"].astype(str).unique(), key=_natural_key)
+    return _with_label_ids(frame, names), names
+
+
+def load_given_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """The user's own train/validation/test files (``data.train`` ...), each validated, with
+    label ids from the training file's labels; a label only the other files have is an error."""
+    paths = cfg.given_splits() or {}
+    frames = {}
+    for name, path in paths.items():
+        frames[name] = _read_user_file(Path(path).expanduser(), cfg)
+        validate_frame(frames[name], path, min_classes=2 if name == "train" else 1)
+    names = sorted(frames["train"]["label"].astype(str).unique(), key=_natural_key)
+    for name in ("validation", "test"):
+        labels = frames[name]["label"].astype(str)
+        unknown = labels[~labels.isin(names)].index
+        if len(unknown):
+            raise DataError(
+                f"{paths[name]}: {row_numbers(unknown)}: label {labels[unknown[0]]!r} is not "
+                f"among the training file's labels {names}"
+            )
+    return {name: _with_label_ids(frame, names) for name, frame in frames.items()}, names
+
+
+def _with_label_ids(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     ids = frame["label"].astype(str).map({n: i for i, n in enumerate(names)})
-    return pd.DataFrame({"text": frame["text"], "label": ids.astype("int64")}), names
+    return pd.DataFrame({"text": frame["text"], "label": ids.astype("int64")})
 
 
 def _natural_key(name: str) -> tuple[int, float | str]:

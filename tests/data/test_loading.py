@@ -13,21 +13,74 @@ from search.splits import split_frame
 from tests.conftest import make_reviews
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".json-lines",
+                                    ".parquet"])
 def test_each_format_loads_with_custom_columns_and_three_labels(tmp_path, suffix):
     frame = pd.DataFrame({
-        "review": [f"text {i}" for i in range(30)],
+        "review": [f"text, {i}\twith \"quotes\"" if i == 0 else f"text {i}" for i in range(30)],
         "sentiment": ["neg", "neu", "pos"] * 10,
     })
-    path = tmp_path / f"d{suffix}"
+    path = tmp_path / f"d{suffix.removesuffix('-lines')}"
     {".csv": lambda: frame.to_csv(path, index=False),
+     ".tsv": lambda: frame.to_csv(path, index=False, sep="\t"),
      ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".json": lambda: frame.to_json(path, orient="records", indent=1),  # one JSON array
+     ".json-lines": lambda: frame.to_json(path, orient="records", lines=True),
      ".parquet": lambda: frame.to_parquet(path)}[suffix]()
     cfg = DataConfig(source=str(path), text_column="review", label_column="sentiment")
     loaded, names = load_labeled_frame(cfg)
     assert names == ["neg", "neu", "pos"]
     assert loaded["label"].tolist()[:3] == [0, 1, 2]
-    assert loaded["text"].iloc[0] == "text 0"
+    assert loaded["text"].iloc[0] == 'text, 0\twith "quotes"'
+
+
+def _write_splits(tmp_path, sizes=(60, 20, 20)) -> dict[str, str]:
+    paths = {}
+    for seed, (name, n) in enumerate(zip(("train", "validation", "test"), sizes, strict=True)):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        make_reviews(n, seed=seed).to_csv(paths[name], index=False)
+    return paths
+
+
+def test_given_splits_are_used_as_given_and_all_three_are_fingerprinted(tmp_path, tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    paths = _write_splits(tmp_path)
+    data = prepare_data(DataConfig(**paths), tok)
+    assert data.sizes == {"train": 60, "validation": 20, "test": 20}  # no split was made
+    assert data.label_names == ["neg", "pos"]
+    fingerprints = {data.fingerprint}
+    for name in ("validation", "test"):  # each file counts in the fingerprint
+        changed = tmp_path / f"other-{name}.csv"
+        make_reviews(20, seed=9).to_csv(changed, index=False)
+        fingerprints.add(prepare_data(DataConfig(**{**paths, name: str(changed)}), tok).fingerprint)
+    assert len(fingerprints) == 3
+
+
+def test_given_splits_need_all_three_and_known_labels(tmp_path, tiny_model_dir):
+    from search.config import ConfigError, load_config
+    from search.sources import DataError
+
+    paths = _write_splits(tmp_path)
+    with pytest.raises(ConfigError, match="data.test not set"):
+        load_config(None, [f"data.train={paths['train']}",
+                           f"data.validation={paths['validation']}"])
+    odd = make_reviews(20, seed=1)
+    odd.loc[3, "label"] = "meh"
+    odd.to_csv(paths["test"], index=False)
+    with pytest.raises(DataError, match="row 4: label 'meh' is not among the training file's"):
+        prepare_data(DataConfig(**paths), load_tokenizer(tiny_model_dir))
+
+
+def test_multi_label_rows_are_refused_by_row(tmp_path):
+    from search.sources import DataError
+
+    path = tmp_path / "d.jsonl"
+    frame = make_reviews(10)
+    frame["label"] = frame["label"].astype(object)
+    frame.at[2, "label"] = ["pos", "neg"]
+    frame.to_json(path, orient="records", lines=True)
+    with pytest.raises(DataError, match="row 3: the label is a list"):
+        load_labeled_frame(DataConfig(source=str(path)))
 
 
 def test_integer_labels_sort_numerically(tmp_path):
