@@ -118,8 +118,11 @@ class ModelConfig(_Section):
 
     name: str = Field(
         "minilm",
-        description="Built-in name `minilm` (packaged all-MiniLM-L6-v2) or a local directory "
-        "holding a BERT-family checkpoint in safetensors.",
+        description="Built-in name `minilm` (packaged all-MiniLM-L6-v2); a local directory or "
+        "bucket URI holding a checkpoint in safetensors of any encoder transformers' Auto "
+        "classes load for sequence classification (BERT, DistilBERT, RoBERTa, ELECTRA, "
+        "DeBERTa-v2, ModernBERT, ...); or a Hugging Face Hub id already in this machine's "
+        "Hugging Face cache (no download).",
     )
 
 

@@ -34,9 +34,10 @@ class ModelError(ValueError):
 
 
 def resolve_model_dir(name: str) -> Path:
-    """A built-in name, a local checkpoint directory, or one in a bucket (``s3://``, ``gs://``:
-    downloaded once per machine, so every node of a cluster finds it); never the Hub (machines
-    are offline)."""
+    """A built-in name, a local checkpoint directory, one in a bucket (``s3://``, ``gs://``:
+    downloaded once per machine, so every node of a cluster finds it), or a Hugging Face Hub id
+    already in the local Hugging Face cache; never a download from the Hub (machines are
+    offline)."""
     if name in BUILTIN_MODELS:
         return assets.builtin_model_dir()
     if storage.is_remote(name):
@@ -48,11 +49,29 @@ def resolve_model_dir(name: str) -> Path:
         return path
     if path.exists():
         raise ModelError(f"model directory {path} has no config.json")
+    cached = _hub_cache_snapshot(name)
+    if cached is not None:
+        return cached
     raise ModelError(
-        f"model {name!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor a local "
-        "directory. sftune does not download from the Hugging Face Hub: fetch the checkpoint "
-        "where you have network access and pass its directory as model.name."
+        f"model {name!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}), a local "
+        "directory, a bucket URI, nor a Hugging Face Hub id in this machine's Hugging Face "
+        "cache. sftune does not download from the Hub: fetch the checkpoint where you have "
+        "network access (`hf download ID`, or save it to a directory) and pass its id or "
+        "directory as model.name."
     )
+
+
+def _hub_cache_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot of ``repo_id`` (HF_HUB_CACHE / HF_HOME are
+    honoured), looked up without any network call; None when it is not cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
+    return snapshot if (snapshot / "config.json").is_file() else None
 
 
 def load_tokenizer(model_dir: Path):
@@ -62,23 +81,54 @@ def load_tokenizer(model_dir: Path):
 
 
 def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
-    """The transformer blocks of a BERT-family encoder, bottom first."""
-    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList):
+    """The encoder's transformer blocks, bottom first: its longest list of same-type modules.
+
+    Families name the stack differently (BERT, RoBERTa, ELECTRA, DeBERTa: ``encoder.layer``;
+    DistilBERT: ``transformer.layer``; ModernBERT: ``layers``), so it is found, not named.
+    """
+    stacks = [m for m in encoder.modules()
+              if isinstance(m, nn.ModuleList) and len(m) and len({type(b) for b in m}) == 1]
+    if not stacks:
         raise ModelError(
-            f"{type(encoder).__name__} is not a BERT-family encoder (no encoder.layer list); "
-            "sftune supports BERT, RoBERTa, ELECTRA, MiniLM and similar"
+            f"{type(encoder).__name__} has no stack of transformer layers sftune can find (a "
+            "list of identical blocks), so space.frozen_depth cannot apply to it"
         )
-    return layers
+    return max(stacks, key=len)
+
+
+#: Where the families keep their dropout rates: BERT, RoBERTa, ELECTRA and DeBERTa the first
+#: four; DistilBERT ``dropout``, ``attention_dropout`` and ``seq_classif_dropout``; ModernBERT
+#: ``embedding_dropout``, ``mlp_dropout``, ``attention_dropout`` and ``classifier_dropout``.
+DROPOUT_KEYS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "pooler_dropout",
+    "dropout", "attention_dropout", "seq_classif_dropout", "embedding_dropout", "mlp_dropout",
+)
+
+
+def _set_dropout(config, rate: float) -> None:
+    """Set every dropout rate the family's config has to ``rate`` (``space.dropout``)."""
+    keys = [key for key in DROPOUT_KEYS if hasattr(config, key)]
+    if not keys:
+        raise ModelError(
+            f"{config.model_type}: its config has none of the dropout settings sftune knows "
+            f"({', '.join(DROPOUT_KEYS)}), so space.dropout cannot apply"
+        )
+    for key in keys:
+        setattr(config, key, rate)
 
 
 class MLMHead(nn.Module):
-    """BERT's prediction head: dense + activation + LayerNorm, decoder tied to word embeddings."""
+    """BERT's prediction head: dense + activation + LayerNorm, decoder tied to word embeddings.
+
+    It projects to the word embeddings' width, which ELECTRA keeps smaller than its hidden size.
+    """
 
     def __init__(self, config, word_embeddings: nn.Embedding) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        width = word_embeddings.embedding_dim
+        eps = getattr(config, "layer_norm_eps", None) or getattr(config, "norm_eps", None)
+        self.dense = nn.Linear(config.hidden_size, width)
+        self.norm = nn.LayerNorm(width, eps=eps or 1e-12)
         self.bias = nn.Parameter(torch.zeros(word_embeddings.num_embeddings))
         self.word_embeddings = word_embeddings  # shared, not copied: the decoder is tied
 
@@ -112,8 +162,11 @@ class SFTModel(nn.Module):
     def _input_modules(self) -> list[nn.Module]:
         # ELECTRA projects small embeddings up to the hidden size before layer 0; the projection
         # belongs to the input side, so it freezes with the embeddings.
+        embeddings = getattr(self.encoder, "embeddings", None)
+        if not isinstance(embeddings, nn.Module):
+            embeddings = self.encoder.get_input_embeddings()
         project = getattr(self.encoder, "embeddings_project", None)
-        return [self.encoder.embeddings] + ([project] if project is not None else [])
+        return [embeddings] + ([project] if project is not None else [])
 
     def _freeze(self, k: int) -> None:
         if not 0 <= k <= self.num_layers:
@@ -216,10 +269,8 @@ def build_model(
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-        classifier_dropout=dropout,
     )
+    _set_dropout(config, dropout)
     torch.manual_seed(seed)  # the new classifier and MLM head start from the same weights
     classifier = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), config=config, local_files_only=True, use_safetensors=True

@@ -311,7 +311,13 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
     if reason is not None:
         raise _CannotApply(reason)
     first_only = _first_token_only(model)
-    gap, hidden = _self_check(model, data, device, autocast, first_only)
+    try:
+        gap, hidden = _self_check(model, data, device, autocast, first_only)
+    except Exception as err:  # noqa: BLE001 (another family's layers take other arguments)
+        raise _CannotApply(
+            f"the cached path does not run on this model ({type(err).__name__}: {err}); its "
+            "layer wiring is not the BERT-family layout", logging.WARNING,
+        ) from None
     if not gap <= 1e-4:
         raise _CannotApply(
             f"on this model the cached path differs from the full forward pass (max logit gap "

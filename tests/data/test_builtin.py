@@ -45,8 +45,26 @@ def test_minilm_loads_with_six_layers_and_tokenizes():
 
 
 def test_hub_name_gives_clear_offline_error():
-    with pytest.raises(ModelError, match="does not download from the Hugging Face Hub"):
+    with pytest.raises(ModelError, match="does not download from the Hub"):
         resolve_model_dir("bert-base-uncased")
+
+
+def test_a_hub_id_in_the_local_hugging_face_cache_loads_offline(tiny_model_dir, tmp_path,
+                                                                 monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-bert"  # the cache's documented layout
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert resolve_model_dir("acme/tiny-bert") == repo / "snapshots" / revision
+    with pytest.raises(ModelError, match="does not download from the Hub"):
+        resolve_model_dir("acme/not-cached")
 
 
 def test_missing_assets_say_how_to_install(tmp_path, monkeypatch):
