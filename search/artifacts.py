@@ -113,13 +113,16 @@ def update_meta(directory: Path, **fields: Any) -> dict[str, Any]:
 
 
 def export_checkpoint(source: Path, target: Path, **extra_meta: Any) -> Path:
-    """Copy a checkpoint to ``target`` (replacing it) and record ``extra_meta`` in it."""
+    """Copy a checkpoint to ``target`` (replacing it), record ``extra_meta`` in it, and write
+    its model card (``README.md``)."""
+    from search.model_card import write_card
+
     source = Path(source)
     verify_safetensors_only(source)
 
     def write(staging: Path) -> None:
         shutil.copytree(source, staging, dirs_exist_ok=True)
-        if extra_meta:
-            update_meta(staging, **extra_meta)
+        meta = update_meta(staging, **extra_meta) if extra_meta else read_meta(staging)
+        write_card(staging, meta)
 
     return _replace_directory(Path(target), write)

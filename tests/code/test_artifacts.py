@@ -59,6 +59,26 @@ def test_export_round_trips_through_pipeline_with_label_names(checkpoint, tmp_pa
     assert by_label["neg"] == pytest.approx(probs[0].item(), abs=1e-5)
 
 
+def test_every_export_has_a_model_card_with_the_trial_and_its_scores(checkpoint, tmp_path):
+    from huggingface_hub import ModelCard
+
+    directory, trainer = checkpoint
+    test = {"test_accuracy": 0.8125, "test_f1_macro": 0.8, "test_examples": 40}
+    out = artifacts.export_checkpoint(directory, tmp_path / "export", test=test, sweep="reviews")
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and card.data.library_name == (
+        "transformers")
+    assert "sftune" in card.data.tags
+    text = card.text
+    assert "# reviews: text classifier" in text and "`neg`, `pos`" in text
+    assert "| trial | `t1` |" in text and f"`{trainer.data.fingerprint}`" in text
+    assert "| test accuracy (measured once) | 0.8125 |" in text
+    assert f"| lr | {trainer.params.lr:.4g} |" in text
+    assert 'pipeline("text-classification", model="PATH_OR_HUB_ID")' in text
+    # The card goes with the export, not with the trial's own checkpoint.
+    assert not (directory / "README.md").exists()
+
+
 def test_pickle_only_directory_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(artifacts.CheckpointError, match="pickle weights"):
