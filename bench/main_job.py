@@ -45,10 +45,14 @@ def _watch(proc: psutil.Process, peak: list[float], done: threading.Event) -> No
         done.wait(1.0)
 
 
-def run(config: Path, storage: Path) -> dict:
+def run(config: Path, storage: Path | str, overrides: list[str] = ()) -> dict:
+    """Run the sweep as a user would (storage: a directory or a bucket URI); its wall time and
+    the peak memory of its process tree."""
     sftune = Path(sys.executable).with_name("sftune")
     command = [str(sftune), "sweep", "--config", str(config), "--name", "main-job",
                "--set", f"tune.storage_path={storage}"]
+    for override in overrides:
+        command += ["--set", override]
     peak, done = [0.0], threading.Event()
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
