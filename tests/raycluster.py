@@ -1,0 +1,144 @@
+"""A real multi-node Ray cluster on this machine for the cluster tests: a head and worker nodes,
+each started with ``ray start --block`` as its own process (its own raylet, object store and
+resources), bound to 127.0.0.1, and stopped by pid. The head runs the Jobs API."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+#: Node death is noticed in about 3 s instead of Ray's default 15-25 s.
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 1000,
+                      "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _node_ports() -> list[str]:
+    """Ports each node's agents would otherwise share (two nodes on one machine clash)."""
+    return [f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+
+
+@dataclass
+class Node:
+    """One ``ray start --block`` process; its raylet and agents are its children."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def raylet(self) -> psutil.Process:
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            if child.name() == "raylet":
+                return child
+        raise LookupError(f"no raylet under pid {self.proc.pid}; log: {self.log}")
+
+    def stop(self) -> None:
+        family = [self.proc]
+        try:
+            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(
+                recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for process in family:
+            try:
+                process.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                continue
+        _, alive = psutil.wait_procs(family, timeout=15)
+        for process in alive:
+            process.kill()
+        self.proc.wait(timeout=15)
+
+
+@dataclass
+class LocalCluster:
+    """A head (no CPUs: it trains nothing, as in cluster.yaml) and worker nodes."""
+
+    workdir: Path
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    nodes: list[Node] = field(default_factory=list)
+    node_ids: dict[str, str] = field(default_factory=dict)  # name -> Ray node id, once up
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def jobs_address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def node(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
+
+    def start_head(self) -> Node:
+        return self._start("head", [
+            "--head", f"--port={self.gcs_port}", "--num-cpus=0", '--resources={"head": 1}',
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
+            f"--system-config={json.dumps(FAST_HEALTH_CHECKS)}"])
+
+    def add_worker(self, num_cpus: int, name: str) -> Node:
+        return self._start(name, [f"--address={self.address}", f"--num-cpus={num_cpus}",
+                                  f"--resources={json.dumps({name: 1})}"])
+
+    def _start(self, name: str, args: list[str]) -> Node:
+        log = self.workdir / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [_ray(), "start", "--block", "--node-ip-address=127.0.0.1",
+                 "--object-store-memory=100000000", "--disable-usage-stats", *_node_ports(),
+                 *args], stdout=out, stderr=subprocess.STDOUT)
+        node = Node(name=name, proc=proc, log=log)
+        self.nodes.append(node)
+        return node
+
+    def wait_for_nodes(self, timeout_s: float = 120.0) -> dict[str, str]:
+        """Wait until every started node is alive; returns {node name: Ray node id}."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.proc.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited: {node.log.read_text()[-2000:]}")
+            alive = self.alive_nodes()
+            if len(alive) == len(self.nodes):
+                return alive
+            time.sleep(0.5)
+        raise TimeoutError(f"{len(self.nodes)} Ray nodes did not come up in {timeout_s} s")
+
+    def alive_nodes(self) -> dict[str, str]:
+        """{node name: node id} of the nodes alive, from the head's state API (so this test
+        process never joins the cluster). A node's name is its one custom resource."""
+        url = f"{self.jobs_address}/api/v0/nodes?limit=100&detail=true"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                nodes = json.load(response)["data"]["result"]["result"]
+        except (OSError, ValueError, KeyError):
+            return {}  # the head's API is not up yet
+        names = {n.name for n in self.nodes}
+        return {name: node["node_id"] for node in nodes if node["state"] == "ALIVE"
+                for name in node.get("resources_total", {}) if name in names}
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
