@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from search.config import BUILTIN_CONFIGS, AppConfig, ConfigError, load_config
@@ -300,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sftune: {err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as err:
-        # DataError, ModelError, CheckpointError and missing assets: a clear line, no traceback.
+        # DataError, ModelError, CheckpointError and missing assets: a clear line, no traceback
+        # (SFTUNE_TRACEBACK=1 shows where it came from, for a bug report).
+        if os.environ.get("SFTUNE_TRACEBACK"):
+            traceback.print_exc()
         print(f"sftune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,12 +5,16 @@ resources), bound to 127.0.0.1, and stopped by pid. The head runs the Jobs API."
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,10 +79,14 @@ class LocalCluster:
     """A head (no CPUs: it trains nothing, as in cluster.yaml) and worker nodes."""
 
     workdir: Path
+    #: Ray 2.60's `ray start --head` turns token authentication on; every node and client
+    #: needs the token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, see :meth:`auth_env`).
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     nodes: list[Node] = field(default_factory=list)
     node_ids: dict[str, str] = field(default_factory=dict)  # name -> Ray node id, once up
+    temp_dirs: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -87,6 +95,10 @@ class LocalCluster:
     @property
     def jobs_address(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def auth_env(self) -> dict[str, str]:
+        """What a process needs in its environment to join or call this cluster."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     def node(self, name: str) -> Node:
         return next(node for node in self.nodes if node.name == name)
@@ -104,11 +116,18 @@ class LocalCluster:
 
     def _start(self, name: str, args: list[str]) -> Node:
         log = self.workdir / f"{name}.log"
+        # Each node its own temp dir, as on separate machines: nodes sharing one would share
+        # its files (one node's clean-up of a job's working dir deleted the driver's cwd). Short
+        # paths, since Ray's Unix sockets live under it (a socket path has at most 107 bytes).
+        temp_dir = tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp")
+        self.temp_dirs.append(temp_dir)
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [_ray(), "start", "--block", "--node-ip-address=127.0.0.1",
+                 f"--temp-dir={temp_dir}",
                  "--object-store-memory=100000000", "--disable-usage-stats", *_node_ports(),
-                 *args], stdout=out, stderr=subprocess.STDOUT)
+                 *args],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.auth_env()})
         node = Node(name=name, proc=proc, log=log)
         self.nodes.append(node)
         return node
@@ -129,9 +148,11 @@ class LocalCluster:
     def alive_nodes(self) -> dict[str, str]:
         """{node name: node id} of the nodes alive, from the head's state API (so this test
         process never joins the cluster). A node's name is its one custom resource."""
-        url = f"{self.jobs_address}/api/v0/nodes?limit=100&detail=true"
+        request = urllib.request.Request(
+            f"{self.jobs_address}/api/v0/nodes?limit=100&detail=true",
+            headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10) as response:
                 nodes = json.load(response)["data"]["result"]["result"]
         except (OSError, ValueError, KeyError):
             return {}  # the head's API is not up yet
@@ -142,3 +163,5 @@ class LocalCluster:
     def stop(self) -> None:
         for node in reversed(self.nodes):
             node.stop()
+        for temp_dir in self.temp_dirs:
+            shutil.rmtree(temp_dir, ignore_errors=True)

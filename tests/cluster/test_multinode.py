@@ -37,14 +37,20 @@ def cluster(s3_env, tmp_path_factory):
     """Head (0 CPUs, as in cluster.yaml: it trains nothing) + two 1-CPU workers. Started after
     the AWS_* variables are set, so every node reaches the bucket."""
     local = LocalCluster(workdir=tmp_path_factory.mktemp("ray-cluster"))
-    try:
-        local.start_head()
-        local.add_worker(1, "worker_a")
-        local.add_worker(1, "worker_b")
-        local.node_ids = local.wait_for_nodes()
-        yield local
-    finally:
-        local.stop()
+    # The drivers, `ray job submit` and `sftune` below inherit the cluster's auth token.
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in local.auth_env().items():
+            env.setenv(key, value)
+        try:
+            # One at a time: nodes of one machine share Ray's session directory, and two
+            # raylets starting at once can pick the same socket name (one then fails to bind).
+            for start in (local.start_head, lambda: local.add_worker(1, "worker_a"),
+                          lambda: local.add_worker(1, "worker_b")):
+                start()
+                local.node_ids = local.wait_for_nodes()
+            yield local
+        finally:
+            local.stop()
 
 
 def _config(path: Path, model_dir: Path, data: Path, epochs: int = 3, **tune: object) -> Path:
@@ -61,7 +67,11 @@ def _config(path: Path, model_dir: Path, data: Path, epochs: int = 3, **tune: ob
 
 
 def _sftune(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([SFTUNE, *args], capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([SFTUNE, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError(f"sftune {' '.join(args)} ran over {timeout} s:\n"
+                             f"{(err.stderr or b'').decode(errors='replace')[-4000:]}") from None
 
 
 def test_a_job_submitted_sweep_runs_on_both_workers_and_reads_back_from_the_bucket(
@@ -163,10 +173,11 @@ def test_a_killed_worker_node_and_a_killed_driver_lose_no_finished_trial(
 ):
     samples = 5
     root = storage.join(bucket, "sweeps")
-    # Four epochs and no ASHA cut before the end keep each trial running long enough to be hit.
+    # Many short epochs, and no ASHA cut before the end, keep each trial running (and
+    # reporting) for several seconds: long enough to be seen on a node and hit there.
     config = _config(tmp_path / "sweep.yaml", tiny_model_dir, reviews_csv, num_samples=samples,
                      max_failures=2, storage_path=root, optuna_db=False, grace_period=10**6,
-                     epochs=4)
+                     epochs=25)
     config_args = ["--config", str(config), "--address", cluster.address, "--no-export"]
     path = storage.join(root, "faults")
     a, b = cluster.node_ids["worker_a"], cluster.node_ids["worker_b"]
@@ -185,7 +196,7 @@ def test_a_killed_worker_node_and_a_killed_driver_lose_no_finished_trial(
     before = read_trials(path)
     assert len(summarize_trials(before)) < samples or not before["status"].eq("TERMINATED").all()
 
-    resumed = _sftune("sweep", *config_args, "--resume", "faults")
+    resumed = _sftune("sweep", *config_args, "--resume", "faults", timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = read_trials(path)
     summary = summarize_trials(after)

@@ -84,7 +84,7 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     assert meta["trial_id"] == best["trial_id"] and "test_accuracy" in meta["test"]
     scores = pipeline("text-classification", model=str(tmp_path / "export"))(["great fun"])
     assert scores[0]["label"] in {"neg", "pos"}
-    assert export_best(path, tmp_path / "again")["test_accuracy"] == exported["test_accuracy"]
+    assert api.best(path, tmp_path / "again")["test_accuracy"] == exported["test_accuracy"]
 
 
 def test_asha_stops_a_poor_trial_early(tiny_model_dir, reviews_csv, tmp_path):

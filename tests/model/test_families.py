@@ -48,6 +48,7 @@ def _configs():
 
 
 FAMILIES = ["bert", "distilbert", "roberta", "electra", "deberta-v2", "modernbert"]
+CACHED_FAMILIES = {"bert", "roberta", "electra"}
 
 
 def make_family_model(family: str, directory: Path) -> Path:
@@ -108,6 +109,9 @@ def test_each_family_trains_end_to_end_and_its_export_loads_in_a_pipeline(
         if id(param) in frozen:
             assert torch.equal(param, before[name]), name
     assert result.best["val_accuracy"] > 0.6, (family, result.history)
+    # The frozen-prefix cache runs where the layers are wired as BERT's; elsewhere the trial
+    # falls back to the full forward pass (and logs why) instead of crashing mid-training.
+    assert result.history[-1]["prefix_cache"] == (family in CACHED_FAMILIES)
 
     export = export_checkpoint(result.checkpoint_dir, tmp_path / "export")
     scores = pipeline("text-classification", model=str(export))(["great fun", "awful mess"])
