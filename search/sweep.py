@@ -204,8 +204,9 @@ def _init_ray(cfg: AppConfig, address: str | None) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        # The embedded default: a local Ray with the configured CPUs and quiet logs.
-        ray.init(num_cpus=cfg.tune.num_cpus, logging_level=logging.WARNING,
+        # The embedded default: a local Ray of its own with the configured CPUs and quiet logs
+        # ("local": never the cluster a `ray start` on this machine left in Ray's address file).
+        ray.init(address="local", num_cpus=cfg.tune.num_cpus, logging_level=logging.WARNING,
                  log_to_driver=False, include_dashboard=False)
 
 

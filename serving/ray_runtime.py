@@ -60,7 +60,8 @@ def connect(address: str | None, cfg: ServeConfig, auth_mode: str | None = None)
     else:
         os.environ.update(haproxy.ingress_env(cfg))  # before ray.init: its processes inherit it
         # No dashboard: the endpoint does not need it, and it costs ~0.3 GB and CPU at idle.
-        ray.init(num_cpus=_local_cpus(cfg), include_dashboard=False,
+        # "local": a Ray of its own, never one a `ray start` on this machine left behind.
+        ray.init(address="local", num_cpus=_local_cpus(cfg), include_dashboard=False,
                  object_store_memory=OBJECT_STORE_BYTES, **quiet)
     return True
 

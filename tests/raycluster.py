@@ -165,3 +165,9 @@ class LocalCluster:
             node.stop()
         for temp_dir in self.temp_dirs:
             shutil.rmtree(temp_dir, ignore_errors=True)
+        # `ray start --head` records its address for a bare ray.init() to join; stopped by pid,
+        # it leaves the file behind, and later tests' ray.init() would try the dead cluster.
+        address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if address_file.is_file() and address_file.read_text().strip().endswith(
+                f":{self.gcs_port}"):
+            address_file.unlink()

@@ -115,6 +115,19 @@ def test_a_job_submitted_sweep_runs_on_both_workers_and_reads_back_from_the_buck
     assert loaders.sweep_row(path)["problem"] == ""
 
 
+def test_the_embedded_default_starts_its_own_ray_beside_a_running_cluster(cluster):
+    # `ray start --head` left its address where a bare ray.init() would join it; sftune's
+    # default (no --address, no RAY_ADDRESS) must still start a Ray of its own.
+    script = ("import ray; from search.config import load_config; from search.sweep import "
+              "_init_ray; _init_ray(load_config(None, ['tune.num_cpus=1']), None); "
+              "print('GCS', ray.get_runtime_context().gcs_address)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    gcs = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("GCS"))
+    assert not gcs.endswith(f":{cluster.gcs_port}")
+
+
 def _tune_snapshot(path: str) -> dict[str, str]:
     """{trial id: status} in Tune's newest experiment snapshot in the bucket (what a restore
     reads), {} while none is readable."""
