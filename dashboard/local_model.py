@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.client import Prediction
+from search import storage
 from search.artifacts import WEIGHTS_FILE, read_meta, verify_safetensors_only
 
 __all__ = ["LocalModel", "find_export", "load_local_model"]
@@ -22,34 +23,43 @@ __all__ = ["LocalModel", "find_export", "load_local_model"]
 _EXPORT_KEYS = ("export_dir", "export", "exported_to", "best_dir")
 
 
-def _candidates(meta: dict[str, Any], experiment_dir: Path, table: pd.DataFrame) -> list[Path]:
+def _candidates(meta: dict[str, Any], experiment_dir: str, table: pd.DataFrame) -> list[str]:
     found = []
     for key in _EXPORT_KEYS:
         value = meta.get(key)
         if isinstance(value, dict):
             value = value.get("dir") or value.get("path")
         if isinstance(value, str) and value:
-            found.append(Path(value))
+            found.append(value)
     best = meta.get("best") if isinstance(meta.get("best"), dict) else {}
     for key in ("export_dir", "checkpoint"):
         if isinstance(best.get(key), str):
-            found.append(Path(best[key]))
-    found += [experiment_dir / "export", experiment_dir / "best"]
+            found.append(best[key])
+    found += [storage.join(experiment_dir, "export"), storage.join(experiment_dir, "best")]
     if len(table) and "checkpoint" in table and pd.notna(table["checkpoint"].iloc[0]):
-        found.append(Path(str(table["checkpoint"].iloc[0])))  # best trial's best epoch
+        found.append(str(table["checkpoint"].iloc[0]))  # best trial's best epoch
     return found
 
 
+def _located(candidate: str, experiment_dir: str) -> str:
+    """A candidate as a location: URIs and absolute paths as they are, the rest relative to
+    the sweep (a directory or a bucket URI)."""
+    if storage.is_remote(candidate) or Path(candidate).is_absolute():
+        return candidate
+    return storage.join(experiment_dir, candidate)
+
+
 def find_export(meta: dict[str, Any], experiment_dir: str | Path,
-                table: pd.DataFrame | None = None) -> Path | None:
+                table: pd.DataFrame | None = None) -> Path | str | None:
     """The exported best model of a sweep, else the best trial's checkpoint; None if neither
-    is a directory holding safetensors weights. Relative paths are taken from the sweep dir."""
-    experiment_dir = Path(experiment_dir)
+    holds safetensors weights. Relative paths are taken from the sweep's location; a sweep in
+    a bucket gives a URI (:func:`load_local_model` downloads it once)."""
+    experiment_dir = str(experiment_dir)
     table = table if table is not None else pd.DataFrame()
-    for path in _candidates(meta, experiment_dir, table):
-        path = path if path.is_absolute() else experiment_dir / path
-        if (path / WEIGHTS_FILE).is_file():
-            return path
+    for candidate in _candidates(meta, experiment_dir, table):
+        location = _located(candidate, experiment_dir)
+        if storage.exists(storage.join(location, WEIGHTS_FILE)):
+            return storage.local_path(location) or location
     return None
 
 
@@ -72,10 +82,11 @@ class LocalModel:
 
 
 def load_local_model(directory: str | Path) -> LocalModel:
-    """Load an exported model on CPU; refuses pickle weights (see ``verify_safetensors_only``)."""
+    """Load an exported model on CPU (from a bucket: downloaded once); refuses pickle weights
+    (see ``verify_safetensors_only``)."""
     from transformers import pipeline
 
-    directory = Path(directory)
+    directory = storage.local_copy(str(directory))
     verify_safetensors_only(directory)
     pipe = pipeline("text-classification", model=str(directory), device="cpu")
     return LocalModel(directory=directory, meta=read_meta(directory), pipe=pipe)

@@ -17,10 +17,13 @@ from tests.dashboard import builders
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
+    return make_export(tmp_path_factory.mktemp("export"))
+
+
+def make_export(root: Path) -> Path:
     """A tiny classifier exported the way `sftune best --export` leaves it."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    root = tmp_path_factory.mktemp("export")
     base = make_tiny_model(root / "base")
     model = AutoModelForSequenceClassification.from_pretrained(
         str(base), num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})

@@ -89,3 +89,20 @@ def test_the_optuna_study_is_written_into_the_bucket(bucket, tmp_path):
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{local}")
     assert len(study.trials) == 12
     assert json.loads(storage.read_bytes(results_location(path, "sweep.json")))["name"] == "study"
+
+
+def test_the_dashboard_finds_a_bucket_export_and_loads_it_locally(bucket, tmp_path):
+    from dashboard.local_model import find_export, load_local_model
+    from tests.dashboard.test_local_model import make_export
+
+    path = make_synthetic_sweep(storage.join(bucket, "sweeps", "remote"), n_trials=3, epochs=2)
+    local_export = make_export(tmp_path)
+    storage.upload_dir(local_export, storage.join(path, "export"))
+    update_sweep_meta(path, export_dir=storage.join(path, "export"))
+    sweep = loaders.load_sweep(path)
+    location = find_export(sweep.meta, sweep.path, sweep.table)
+    assert location == storage.join(path, "export")
+    model = load_local_model(location)  # downloaded once into the temp dir, then loaded
+    assert model.meta["trial_id"] == "t_best"
+    assert {a.label for a in model.predict(["great fun"])} <= {"neg", "pos"}
+
