@@ -96,9 +96,10 @@ def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
     return max(stacks, key=len)
 
 
-#: Where the families keep their dropout rates: BERT, RoBERTa, ELECTRA and DeBERTa the first
-#: four; DistilBERT ``dropout``, ``attention_dropout`` and ``seq_classif_dropout``; ModernBERT
-#: ``embedding_dropout``, ``mlp_dropout``, ``attention_dropout`` and ``classifier_dropout``.
+#: Where the families keep their dropout rates: BERT, RoBERTa and ELECTRA the first three,
+#: DeBERTa the first two and ``pooler_dropout``; DistilBERT ``dropout``, ``attention_dropout``
+#: and ``seq_classif_dropout``; ModernBERT ``embedding_dropout``, ``mlp_dropout``,
+#: ``attention_dropout`` and ``classifier_dropout``.
 DROPOUT_KEYS = (
     "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "pooler_dropout",
     "dropout", "attention_dropout", "seq_classif_dropout", "embedding_dropout", "mlp_dropout",
