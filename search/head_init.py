@@ -129,7 +129,7 @@ def probe_for_config(cfg: AppConfig, data: PreparedData, model_dir: Path) -> Pro
     mode and frozen depth changes no weight)."""
     device = resolve_device(cfg.train.device)
     model = build_model(model_dir, label_names=data.label_names, dropout=0.0, frozen_depth=0,
-                        seed=cfg.train.seed).to(device)
+                        seed=cfg.train.seed, lm_head=False).to(device)
     return fit_configured_probe(model, data, cfg, device)
 
 

@@ -96,9 +96,10 @@ def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
     return max(stacks, key=len)
 
 
-#: Where the families keep their dropout rates: BERT, RoBERTa, ELECTRA and DeBERTa the first
-#: four; DistilBERT ``dropout``, ``attention_dropout`` and ``seq_classif_dropout``; ModernBERT
-#: ``embedding_dropout``, ``mlp_dropout``, ``attention_dropout`` and ``classifier_dropout``.
+#: Where the families keep their dropout rates: BERT, RoBERTa and ELECTRA the first three,
+#: DeBERTa the first two and ``pooler_dropout``; DistilBERT ``dropout``, ``attention_dropout``
+#: and ``seq_classif_dropout``; ModernBERT ``embedding_dropout``, ``mlp_dropout``,
+#: ``attention_dropout`` and ``classifier_dropout``.
 DROPOUT_KEYS = (
     "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "pooler_dropout",
     "dropout", "attention_dropout", "seq_classif_dropout", "embedding_dropout", "mlp_dropout",
@@ -138,14 +139,24 @@ class MLMHead(nn.Module):
 
 
 class SFTModel(nn.Module):
-    """Classifier plus MLM head over one shared encoder, with the bottom ``frozen_depth`` frozen."""
+    """Classifier plus MLM head over one shared encoder, with the bottom ``frozen_depth`` frozen.
 
-    def __init__(self, classifier: nn.Module, *, frozen_depth: int) -> None:
+    The MLM head is the checkpoint's own pretrained one when it has one (``mlm_model``: the
+    family's masked-LM model, its encoder swapped for the classifier's), else a fresh head tied
+    to the word embeddings; ``mlm_head_source`` says which ("pretrained", "fresh", or "unused"
+    when the trial has no joint stage).
+    """
+
+    def __init__(self, classifier: nn.Module, *, frozen_depth: int,
+                 mlm_model: nn.Module | None = None, mlm_head_source: str = "fresh") -> None:
         super().__init__()
         self.classifier = classifier
         self.encoder = classifier.base_model
         self.layers = encoder_layers(self.encoder)
-        self.mlm_head = MLMHead(classifier.config, self.encoder.get_input_embeddings())
+        self.mlm_model = mlm_model
+        self.mlm_head = None if mlm_model is not None else MLMHead(
+            classifier.config, self.encoder.get_input_embeddings())
+        self.mlm_head_source = "pretrained" if mlm_model is not None else mlm_head_source
         self.frozen_depth = frozen_depth
         self._freeze(frozen_depth)
 
@@ -233,9 +244,13 @@ class SFTModel(nn.Module):
     def mlm_loss(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Masked-LM cross-entropy, projecting only the masked positions onto the vocabulary."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """Masked-LM cross-entropy; the fresh head projects only the masked positions onto the
+        vocabulary, a pretrained one runs as its family wrote it (every position)."""
         selected = labels != -100
+        if self.mlm_model is not None and bool(selected.any()):
+            return self.mlm_model(input_ids=input_ids, attention_mask=attention_mask,
+                                  labels=labels).loss.float()
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if not bool(selected.any()):
             return hidden.sum() * 0.0  # no token was masked: a zero that keeps the graph
         logits = self.mlm_head(hidden[selected])
@@ -258,8 +273,11 @@ def build_model(
     dropout: float,
     frozen_depth: int,
     seed: int = 0,
+    lm_head: bool = True,
 ) -> SFTModel:
-    """Load the encoder from safetensors, add fresh heads (seeded), apply dropout and freezing."""
+    """Load the encoder from safetensors, add a fresh classifier head (seeded) and the MLM
+    head (the checkpoint's pretrained one if it has one; ``lm_head=False`` when no joint
+    stage will use it), apply dropout and freezing."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     quiet_transformers()
@@ -275,4 +293,27 @@ def build_model(
     classifier = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), config=config, local_files_only=True, use_safetensors=True
     )
-    return SFTModel(classifier, frozen_depth=frozen_depth)
+    if not lm_head:
+        return SFTModel(classifier, frozen_depth=frozen_depth, mlm_head_source="unused")
+    mlm_model = _pretrained_mlm(model_dir, config, classifier)
+    return SFTModel(classifier, frozen_depth=frozen_depth, mlm_model=mlm_model)
+
+
+def _pretrained_mlm(model_dir: Path, config, classifier: nn.Module) -> nn.Module | None:
+    """The checkpoint's masked-LM model sharing the classifier's encoder, or None when the
+    checkpoint has no MLM head (a bare encoder, as the built-in MiniLM) or its family no
+    masked-LM class."""
+    from transformers import AutoModelForMaskedLM
+
+    try:
+        mlm, info = AutoModelForMaskedLM.from_pretrained(
+            str(model_dir), config=config, local_files_only=True, use_safetensors=True,
+            output_loading_info=True)
+    except (ValueError, OSError, KeyError):
+        return None
+    prefix = mlm.base_model_prefix
+    if any(not key.startswith(f"{prefix}.") for key in info["missing_keys"]):
+        return None  # the head's weights are not in the checkpoint: they would be random
+    setattr(mlm, prefix, classifier.base_model)  # one encoder, trained by both losses
+    mlm.tie_weights()  # the decoder again shares the (now the classifier's) word embeddings
+    return mlm

@@ -61,8 +61,8 @@ def render_card(meta: dict[str, Any], name: str) -> str:
     params = meta.get("params") or {}
     body = f"""# {name}
 
-A text classifier fine-tuned with [sftune](https://pypi.org/project/sftune/) (a
-hyperparameter search for supervised fine-tuning) from `{meta.get("base_model")}`.
+A text classifier fine-tuned with sftune (a hyperparameter search for supervised
+fine-tuning) from `{meta.get("base_model")}`.
 
 **Labels:** {labels}.
 

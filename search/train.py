@@ -202,6 +202,7 @@ class Trainer:
         model = build_model(
             self.model_dir, label_names=self.data.label_names, dropout=self.params.dropout,
             frozen_depth=self.params.frozen_depth, seed=self.cfg.train.seed,
+            lm_head=self.params.joint_epochs > 0,
         )
         return model.to(self.device)
 
@@ -321,6 +322,7 @@ class Trainer:
             "max_length": self.data.max_length,
             "truncation": self.data.truncation,
             "base_model": self.cfg.model.name,
+            "mlm_head": self.model.mlm_head_source,
             **self.trial_meta,
         }
         return artifacts.save_checkpoint(

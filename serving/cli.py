@@ -98,15 +98,13 @@ def _stop(serve_cfg, address: str | None) -> int:
 def _nothing_to_stop(serve_cfg) -> str:
     """Why --stop stopped nothing, naming what does run: never "nothing runs" while a server
     (of sftune, on another port, or another program on this one) does."""
-    from serving.state import running_servers
+    from serving.state import STATE_ENV, ServeError, running_servers
 
     servers = running_servers()
     if servers:
         listed = "; ".join(f"port {s.port} (pid {s.pid}, {s.model_dir})" for s in servers)
         return (f"no sftune server runs on port {serve_cfg.port}; sftune servers on this "
                 f"machine: {listed}. Stop one with: sftune serve --stop --port PORT")
-    from serving.state import STATE_ENV, ServeError
-
     try:
         _check_port_free(serve_cfg.host, serve_cfg.port)
     except ServeError:

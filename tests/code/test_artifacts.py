@@ -34,6 +34,7 @@ def test_meta_describes_the_trial(checkpoint):
     assert meta["params"]["alpha"] == trainer.params.alpha
     assert meta["data_fingerprint"] == trainer.data.fingerprint
     assert meta["trial_id"] == "t1"
+    assert meta["mlm_head"] == "fresh"  # a bare encoder, and the trial has a joint stage
     assert {"torch", "transformers", "python"} <= set(meta["versions"])
     assert 0 <= meta["metrics"]["val_accuracy"] <= 1
 

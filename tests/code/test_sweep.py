@@ -28,6 +28,23 @@ def local_ray():
     ray.shutdown()
 
 
+def tensorboard_scalars(path: Path) -> dict[str, list[float]]:
+    """Scalar series of a TensorBoard event file (TFRecords of Event protos, tensorboardX's)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    series: dict[str, list[float]] = {}
+    with open(path, "rb") as handle:
+        while header := handle.read(12):  # record length (8 bytes) and its CRC (4)
+            (length,) = struct.unpack("<Q", header[:8])
+            event = event_pb2.Event.FromString(handle.read(length))
+            handle.read(4)  # the data's CRC
+            for value in event.summary.value:
+                series.setdefault(value.tag, []).append(value.simple_value)
+    return series
+
+
 def _cfg(tiny_model_dir, reviews_csv, tmp_path, *overrides):
     return tiny_config(
         tiny_model_dir, reviews_csv, f"tune.storage_path={tmp_path}", "tune.num_samples=4",
@@ -75,6 +92,11 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     assert meta["status"] == "finished" and meta["best"]["trial_id"] == best["trial_id"]
     assert (Path(path) / "sftune" / "optuna.db").is_file()
 
+    # TensorBoard (Tune's own logger): each trial's event file holds its validation curve.
+    for trial_id, rows in frame[frame["epoch"] > 0].groupby("trial_id"):
+        [events] = Path(path).glob(f"*_{trial_id}_*/events.out.tfevents.*")
+        curve = tensorboard_scalars(events)["ray/tune/val_accuracy"]
+        assert curve == pytest.approx(rows.sort_values("epoch")["val_accuracy"].tolist())
     [listed] = api.list_sweeps(cfg.tune.storage_path)
     assert listed["name"] == "real" and listed["status"] == "finished" and listed["trials"] == 4
     exported = api.best(path, tmp_path / "export")

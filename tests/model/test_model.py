@@ -53,3 +53,45 @@ def test_mlm_loss_is_finite_and_zero_without_masks(tiny_model_dir):
     loss = model.mlm_loss(ids, mask, labels)
     assert torch.isfinite(loss) and loss.item() > 0
     assert model.mlm_loss(ids, mask, torch.full_like(ids, -100)).item() == 0.0
+
+
+def _tiny_masked_lm(directory):
+    """A tiny BERT saved with its pretrained MLM head (as bert-base checkpoints are)."""
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+
+    from tests.conftest import WORDS
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(str(directory))
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(str(directory))
+    return directory
+
+
+def test_a_pretrained_mlm_head_is_loaded_and_shares_the_classifiers_encoder(tmp_path):
+    from transformers import BertForMaskedLM
+
+    directory = _tiny_masked_lm(tmp_path / "mlm")
+    model = _model(directory)
+    assert model.mlm_head_source == "pretrained" and model.mlm_head is None
+    saved = BertForMaskedLM.from_pretrained(str(directory))
+    transform = "predictions.transform.dense.weight"
+    assert torch.equal(model.mlm_model.cls.get_parameter(transform),
+                       saved.cls.get_parameter(transform))
+    assert model.mlm_model.bert is model.encoder  # one encoder, not a copy
+    embeddings = model.encoder.get_input_embeddings().weight
+    assert model.mlm_model.get_output_embeddings().weight is embeddings  # still tied
+    ids = torch.tensor([[2, 5, 6, 7, 3]])
+    labels = torch.tensor([[-100, 5, -100, -100, -100]])
+    loss = model.mlm_loss(ids, torch.ones_like(ids), labels)
+    loss.backward()
+    assert torch.isfinite(loss) and embeddings.grad is not None
+    assert model.mlm_loss(ids, torch.ones_like(ids), torch.full_like(ids, -100)).item() == 0.0
+
+
+def test_a_bare_encoder_gets_the_fresh_head_and_a_trial_without_lm_term_none(tiny_model_dir):
+    assert _model(tiny_model_dir).mlm_head_source == "fresh"
+    unused = _model(tiny_model_dir, lm_head=False)
+    assert unused.mlm_head_source == "unused" and unused.mlm_model is None
