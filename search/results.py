@@ -17,6 +17,7 @@ import io
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,8 @@ class StopReason:
 
 
 RESULTS_DIRNAME = "sftune"
+#: Reads of the trials table before a corrupt or partial file is reported (see read_trials).
+READ_ATTEMPTS = 3
 TRIALS_FILE = "trials.parquet"
 SWEEP_FILE = "sweep.json"
 
@@ -140,14 +143,20 @@ def write_trials(experiment_dir: str | Path, frame: pd.DataFrame) -> str:
 def read_trials(experiment_dir: str | Path) -> pd.DataFrame:
     """The per-trial, per-epoch table; an empty table (right columns) if none was written yet."""
     path = results_location(experiment_dir, TRIALS_FILE)
-    try:
-        frame = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
-    except FileNotFoundError:
-        return pd.DataFrame(columns=list(TRIAL_COLUMNS))
-    except storage.StorageError as err:
-        raise ResultsError(str(err)) from None
-    except Exception as err:  # pyarrow raises several types for a truncated or foreign file
-        raise ResultsError(f"{path} is corrupt or partial: {err}") from None
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            frame = pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+            break
+        except FileNotFoundError:
+            return pd.DataFrame(columns=list(TRIAL_COLUMNS))
+        except storage.StorageError as err:
+            raise ResultsError(str(err)) from None
+        except Exception as err:  # pyarrow raises several types for a truncated or foreign file
+            if attempt + 1 == READ_ATTEMPTS:
+                raise ResultsError(f"{path} is corrupt or partial: {err}") from None
+            # A live sweep replaces the file as it runs; a bucket can answer a read mid-replace
+            # with a partial object (seen on the S3 test server): read it again.
+            time.sleep(0.2)
     missing = [c for c in ("trial_id", "epoch", "status") if c not in frame.columns]
     if missing:
         raise ResultsError(f"{path} lacks columns {missing}; it was not written by sftune")
