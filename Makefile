@@ -34,7 +34,12 @@ train: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install
+# The tests also cover the optional extras (MLflow, W&B, datasets).
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev,bench,mlflow,wandb,datasets]'
+	touch $@
+
+test: install $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -40,6 +40,7 @@ from search.results import (
     write_sweep_meta,
 )
 from search.space import default_point, fixed_params, optuna_space, validate_space
+from search.tracking import check_tracking, tracking_callbacks
 
 __all__ = ["DefaultKeepingASHA", "SweepError", "run_sweep", "run_trial"]
 
@@ -293,11 +294,12 @@ def _progress_table(cfg: AppConfig):
     )
 
 
-def _run_config(cfg: AppConfig, name: str, recorder: ResultsRecorder, storage: str):
+def _run_config(cfg: AppConfig, name: str, recorder: ResultsRecorder, storage: str, *,
+                sweep: str, phase: str):
     return tune.RunConfig(
         name=name,
         storage_path=storage,
-        callbacks=[_RecorderCallback(recorder)],
+        callbacks=[_RecorderCallback(recorder), *tracking_callbacks(cfg, sweep, phase)],
         failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures),
         # Trials report a checkpoint only when an evaluation improves: keeping one keeps the best.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -323,7 +325,7 @@ def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
     )
     return tune.Tuner(trainable, tune_config=tune_config,
                       run_config=_run_config(cfg, name, recorder, storage.root(
-                          cfg.tune.storage_path)))
+                          cfg.tune.storage_path), sweep=name, phase="search"))
 
 
 def _restored_tuner(path: str, trainable):
@@ -383,7 +385,7 @@ def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsR
         tuner = _restored_tuner(final_dir, trainable)
     else:
         run_config = _run_config(final_cfg, FINAL_DIRNAME, recorder,
-                                 storage=experiment_path(cfg, name))
+                                 storage=experiment_path(cfg, name), sweep=name, phase="final")
         tuner = tune.Tuner(trainable, param_space=params, run_config=run_config,
                            tune_config=tune.TuneConfig(num_samples=1))
     tuner.fit()
@@ -405,6 +407,7 @@ def run_sweep(
     body (default :func:`run_trial`); wrapping it is how tests inject faults into real trials.
     """
     started = time.time()
+    check_tracking(cfg.tracking)  # a missing tracker package fails before any work
     model_dir = resolve_model_dir(cfg.model.name)
     validate_space(cfg, model_dir)
     path = results_path(cfg, name)

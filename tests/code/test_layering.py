@@ -17,8 +17,9 @@ PACKAGES = ("search", "serving", "dashboard")
 #: The dashboard's data layer: pure functions over the results format and the endpoint's JSON.
 DASHBOARD_DATA = ("dashboard.loaders", "dashboard.space", "dashboard.importance",
                   "dashboard.synthetic", "dashboard.charts", "dashboard.client")
-#: Where Ray may be imported: the sweep adapter and the serving layer that deploys on Ray Serve.
-RAY_ALLOWED = ("search.sweep", "serving.")
+#: Where Ray may be imported: the sweep adapter (with the Tune logger callbacks it hands Tune)
+#: and the serving layer that deploys on Ray Serve.
+RAY_ALLOWED = ("search.sweep", "search.tracking", "serving.")
 TORCH = ("torch", "transformers")  # transformers imports torch
 
 
