@@ -57,6 +57,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from search.batching import encoder_inputs
     from search.data import prepare_data
     from search.device import resolve_device
     from search.model import load_tokenizer, quiet_transformers, resolve_model_dir
@@ -78,9 +79,10 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     ).to(device).eval()
 
     def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return model(**encoder_inputs(batch)).logits
 
     metrics = evaluate_split(logits, data.test, batch_size=cfg.train.eval_batch_size,
+                             max_tokens=cfg.train.max_batch_tokens,
                              pad_id=data.pad_id, device=device,
                              num_labels=len(data.label_names))
     return {f"test_{k}": v for k, v in metrics.items()} | {"test_examples": len(data.test)}

@@ -33,6 +33,7 @@ __all__ = [
     "Range",
     "ServeConfig",
     "SpaceConfig",
+    "TrackingConfig",
     "TrainConfig",
     "TrialParams",
     "TuneConfig",
@@ -65,8 +66,10 @@ class DataConfig(_Section):
 
     source: str = Field(
         "rotten_tomatoes",
-        description="Built-in name (`rotten_tomatoes`, `rotten_tomatoes_small`) or a path to a "
-        ".csv, .tsv, .jsonl, .json (lines or an array) or .parquet file, split by sftune.",
+        description="Built-in name (`rotten_tomatoes`, `rotten_tomatoes_small`), a path to a "
+        ".csv, .tsv, .jsonl, .json (lines or an array) or .parquet file, split by sftune, or a "
+        "directory saved by `datasets`' save_to_disk (`pip install 'sftune[datasets]'`): a "
+        "DatasetDict with train, validation and test splits is used as given, a Dataset is split.",
     )
     train: str | None = Field(
         None, description="Your own training file, with data.validation and data.test: the "
@@ -77,6 +80,13 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="Your own test file (see data.train).")
     text_column: str = Field("text", description="Column holding the input text (user files).")
     label_column: str = Field("label", description="Column holding the class label (user files).")
+    text_pair_column: str | None = Field(
+        None, description="Second text column, for text pairs (NLI, paraphrase, query-document): "
+        "each row is encoded as one pair, joined as the model's tokenizer joins two texts (its "
+        "separator and, where the model has them, segment ids); a pair longer than max_length "
+        "is cut longest-first. The export takes {text, text_pair} in `pipeline()` and the "
+        "endpoint. None: single texts.",
+    )
     unlabeled_path: str | None = Field(
         None, description="Optional text file, one document per line, for the masked-LM loss."
     )
@@ -105,6 +115,13 @@ class DataConfig(_Section):
         if any(given.values()) and not all(given.values()):
             missing = ", ".join(f"data.{name}" for name, path in given.items() if not path)
             raise ValueError(f"your own splits need all three files; {missing} not set")
+        return self
+
+    @model_validator(mode="after")
+    def _check_pairs(self) -> DataConfig:
+        if self.text_pair_column and self.truncation != "head":
+            raise ValueError("data.truncation applies to single texts; text pairs "
+                             "(data.text_pair_column) are cut longest-first")
         return self
 
     def given_splits(self) -> dict[str, str] | None:
@@ -137,6 +154,13 @@ class TrainConfig(_Section):
     epochs: int = Field(2, ge=1, le=1000, description="Total epochs, joint plus task-only.")
     batch_size: int = Field(32, ge=1, description="Training examples per step.")
     eval_batch_size: int = Field(128, ge=1, description="Examples per validation forward pass.")
+    max_batch_tokens: int | None = Field(
+        8192, ge=8, description="Most padded tokens (rows x longest row) one forward pass "
+        "holds. A training batch of long texts over it runs as micro-batches whose gradients "
+        "add up to the whole batch's (same batch_size, same update); evaluation batches hold "
+        "fewer rows. Bounds a trial's memory on long texts (at 512 tokens, 16 rows). None: no "
+        "cap (a GPU with memory to spare).",
+    )
     group_by_length: bool = Field(
         True, description="Shuffle so each training batch holds texts of similar length "
         "(windows of 50 batches sorted by length): less padding, same examples per epoch."
@@ -461,6 +485,32 @@ class DashboardConfig(_Section):
     )
 
 
+class TrackingConfig(_Section):
+    """Where a sweep's trials are logged besides sftune's own results (TensorBoard files are
+    always written by Tune)."""
+
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (`sqlite:///path/mlflow.db`, `http://host:5000`, "
+        "`databricks`) or a local file path (an SQLite store there); every trial becomes a run "
+        "with its params and per-evaluation metrics. Needs `pip install 'sftune[mlflow]'`. "
+        "None: off.",
+    )
+    mlflow_experiment: str | None = Field(
+        None, description="MLflow experiment name (None: the sweep's name)."
+    )
+    wandb_project: str | None = Field(
+        None, description="W&B project; every trial becomes a run in the group named after the "
+        "sweep. Needs `pip install 'sftune[wandb]'`. None: off.",
+    )
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="`offline` writes runs to wandb_dir for a later `wandb sync` "
+        "(no network, no API key); `online` uploads (needs WANDB_API_KEY or `wandb login`).",
+    )
+    wandb_dir: str | None = Field(
+        None, description="Directory of W&B's run files (None: ./wandb where sftune runs)."
+    )
+
+
 class AppConfig(_Section):
     """Everything sftune needs, one section per concern."""
 
@@ -471,6 +521,7 @@ class AppConfig(_Section):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check_epochs(self) -> AppConfig:

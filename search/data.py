@@ -17,6 +17,7 @@ from search.config import DataConfig
 from search.encoding import (
     EncodedSplit,
     choose_max_length,
+    encode_pairs,
     encode_texts,
     model_max_length,
     sample_split,
@@ -52,8 +53,9 @@ class PreparedData:
 
 def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> PreparedData:
     """Load, validate, split, subsample and tokenize the configured data exactly once."""
-    if cfg.given_splits():  # the user's own split: used as given
-        frames, names = load_given_splits(cfg)
+    given = load_given_splits(cfg)
+    if given is not None:  # the user's own split: used as given
+        frames, names = given
         splits = SplitFrames(**frames)
     else:
         frame, names = load_labeled_frame(cfg)
@@ -64,14 +66,12 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> Prepare
         validation=subsample_frame(splits.validation, cfg.max_eval_examples, seed),
         test=subsample_frame(splits.test, cfg.max_eval_examples, seed),
     )
-    token_ids = {name: tokenize(tokenizer, getattr(splits, name)["text"]) for name in _SPLITS}
+    token_ids = {name: tokenize(tokenizer, *_texts(getattr(splits, name))) for name in _SPLITS}
     train_lengths = np.array([len(ids) for ids in token_ids["train"]])
     max_length = cfg.max_length or choose_max_length(train_lengths, model_max_length(tokenizer))
-    encoded = {
-        name: encode_texts(tokenizer, None, max_length, getattr(splits, name)["label"],
-                           cfg.truncation, token_ids=token_ids[name])
-        for name in _SPLITS
-    }
+    encoded = {name: _encode(tokenizer, getattr(splits, name), token_ids[name], max_length,
+                             cfg.truncation) for name in _SPLITS}
+    truncation = "longest_first" if cfg.text_pair_column else cfg.truncation
     unlabeled = None
     if cfg.unlabeled_path:
         unlabeled = encode_texts(tokenizer, read_unlabeled(cfg.unlabeled_path), max_length,
@@ -79,7 +79,7 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> Prepare
     return PreparedData(
         **encoded,
         label_names=names,
-        fingerprint=fingerprint_frames(splits, names, _encoding_key(max_length, cfg.truncation)),
+        fingerprint=fingerprint_frames(splits, names, _encoding_key(max_length, truncation)),
         pad_id=int(tokenizer.pad_token_id),
         mask_id=int(tokenizer.mask_token_id),
         special_ids=sorted(set(tokenizer.all_special_ids)),
@@ -87,9 +87,23 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> Prepare
         unlabeled=unlabeled,
         sizes={k: len(v) for k, v in encoded.items()},
         max_length=max_length,
-        truncation=cfg.truncation,
+        truncation=truncation,
         truncated_share=float(np.mean(train_lengths > max_length)),
     )
+
+
+def _texts(frame) -> tuple:
+    """The texts of a split frame, and the second texts of pairs when it has them."""
+    return (frame["text"], frame["text_pair"]) if "text_pair" in frame.columns \
+        else (frame["text"],)
+
+
+def _encode(tokenizer, frame, token_ids, max_length: int, truncation: str) -> EncodedSplit:
+    if "text_pair" in frame.columns:  # pairs are re-tokenized to be cut longest-first
+        return encode_pairs(tokenizer, frame["text"], frame["text_pair"], max_length,
+                            frame["label"])
+    return encode_texts(tokenizer, None, max_length, frame["label"], truncation,
+                        token_ids=token_ids)
 
 
 def _encoding_key(max_length: int, truncation: str) -> str:

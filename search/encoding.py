@@ -1,15 +1,17 @@
 """Token ids, stored flat per split: tokenize once, choose the sequence length from the data,
-truncate (head or head+tail), and take stratified samples of an encoded split."""
+truncate (head or head+tail; text pairs longest-first), and take stratified samples of an
+encoded split."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 __all__ = [
     "EncodedSplit",
     "choose_max_length",
+    "encode_pairs",
     "encode_texts",
     "model_max_length",
     "sample_split",
@@ -26,6 +28,9 @@ class EncodedSplit:
     ids: np.ndarray
     offsets: np.ndarray
     labels: np.ndarray | None
+    #: Text pairs on a model with segment ids: where each example's second text starts (its
+    #: first token of segment 1). None: single texts, or a model without segment ids.
+    segments: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,10 +73,25 @@ def model_max_length(tokenizer) -> int:
     return int(limit) if limit < 100_000 else 512
 
 
-def tokenize(tokenizer, texts) -> list[list[int]]:
-    """Token ids of each text with its special tokens, untruncated (cut later, once the length
-    is chosen, so the data is tokenized only once)."""
-    return tokenizer(list(texts), truncation=False)["input_ids"]
+def tokenize(tokenizer, texts, pairs=None) -> list[list[int]]:
+    """Token ids of each text (or text pair) with its special tokens, untruncated (single texts
+    are cut later, once the length is chosen, so they are tokenized only once)."""
+    inputs = (list(texts),) if pairs is None else (list(texts), list(pairs))
+    return tokenizer(*inputs, truncation=False)["input_ids"]
+
+
+def encode_pairs(tokenizer, texts, pairs, max_length: int, labels=None) -> EncodedSplit:
+    """Text pairs as the tokenizer joins them (``pipeline({"text", "text_pair"})`` and the
+    endpoint do the same), cut longest-first, with where the second text starts when the model
+    takes segment ids."""
+    with_segments = "token_type_ids" in tokenizer.model_input_names
+    out = tokenizer(list(texts), list(pairs), truncation="longest_first", max_length=max_length,
+                    return_token_type_ids=with_segments)
+    split = encode_texts(tokenizer, None, max_length, labels, token_ids=out["input_ids"])
+    if not with_segments:
+        return split
+    starts = [types.index(1) if 1 in types else len(types) for types in out["token_type_ids"]]
+    return replace(split, segments=np.asarray(starts, dtype=np.int64))
 
 
 def encode_texts(tokenizer, texts, max_length: int, labels=None, truncation: str = "head",
@@ -106,7 +126,8 @@ def select(split: EncodedSplit, indices: np.ndarray) -> EncodedSplit:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = np.concatenate([split.ids[:0]] + [split.example(int(i)) for i in indices])
     labels = None if split.labels is None else split.labels[indices]
-    return EncodedSplit(ids=ids, offsets=offsets, labels=labels)
+    segments = None if split.segments is None else split.segments[indices]
+    return EncodedSplit(ids=ids, offsets=offsets, labels=labels, segments=segments)
 
 
 def sample_split(split: EncodedSplit, limit: int | None, seed: int) -> EncodedSplit:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from search.batching import iter_batches
+from search.batching import encoder_inputs, iter_batches
 from search.config import AppConfig
 from search.data import PreparedData
 from search.device import resolve_device
@@ -67,7 +67,8 @@ def head_linear(model: SFTModel) -> nn.Linear:
 
 @torch.no_grad()  # not inference_mode: the fit below needs the features in autograd
 def _features(model: SFTModel, split: EncodedSplit, *, batch_size: int, pad_id: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+              device: torch.device, max_tokens: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's last linear layer's inputs (eval mode: no dropout) and the labels."""
     captured: list[torch.Tensor] = []
     hook = head_linear(model).register_forward_pre_hook(
@@ -75,8 +76,9 @@ def _features(model: SFTModel, split: EncodedSplit, *, batch_size: int, pad_id: 
     was_training, labels = model.training, []
     model.eval()
     try:
-        for batch in iter_batches(split, batch_size, pad_id, by_length=True):
-            model.task_logits(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        for batch in iter_batches(split, batch_size, pad_id, by_length=True,
+                                  max_tokens=max_tokens):
+            model.task_logits(**encoder_inputs(batch, device))
             labels.append(batch["labels"])
     finally:
         hook.remove()
@@ -104,11 +106,11 @@ def _fit_softmax_regression(features: torch.Tensor, labels: torch.Tensor, num_la
 
 
 def fit_probe_head(model: SFTModel, data: PreparedData, *, examples: int, batch_size: int,
-                   seed: int, device: torch.device) -> ProbeHead:
+                   seed: int, device: torch.device, max_tokens: int | None = None) -> ProbeHead:
     """Fit the probe on a stratified sample of ``examples`` training texts."""
     sample = sample_split(data.train, examples, seed)
     features, labels = _features(model, sample, batch_size=batch_size, pad_id=data.pad_id,
-                                 device=device)
+                                 device=device, max_tokens=max_tokens)
     weight, bias = _fit_softmax_regression(features, labels, len(data.label_names), PROBE_L2)
     accuracy = float(((features @ weight.T + bias).argmax(-1) == labels).float().mean())
     return ProbeHead(weight=weight.numpy(), bias=bias.numpy(), examples=len(labels),
@@ -138,4 +140,5 @@ def fit_configured_probe(model: SFTModel, data: PreparedData, cfg: AppConfig,
     """:func:`fit_probe_head` with the config's sample size, batch size and seed: the one place
     a trial (:class:`search.train.Trainer`) and a sweep's driver turn the config into a probe."""
     return fit_probe_head(model, data, examples=cfg.train.probe_examples,
-                          batch_size=cfg.train.batch_size, seed=cfg.train.seed, device=device)
+                          batch_size=cfg.train.batch_size, seed=cfg.train.seed, device=device,
+                          max_tokens=cfg.train.max_batch_tokens)

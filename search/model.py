@@ -197,8 +197,9 @@ class SFTModel(nn.Module):
             module.eval()
         return self
 
-    def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+    def task_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(**_inputs(input_ids, attention_mask, token_type_ids)).logits
 
     def embed_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Hidden states after the frozen prefix (embeddings + bottom k layers), [B, T, H].
@@ -242,19 +243,29 @@ class SFTModel(nn.Module):
         return hidden
 
     def mlm_loss(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Masked-LM cross-entropy; the fresh head projects only the masked positions onto the
         vocabulary, a pretrained one runs as its family wrote it (every position)."""
         selected = labels != -100
+        inputs = _inputs(input_ids, attention_mask, token_type_ids)
         if self.mlm_model is not None and bool(selected.any()):
-            return self.mlm_model(input_ids=input_ids, attention_mask=attention_mask,
-                                  labels=labels).loss.float()
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.mlm_model(**inputs, labels=labels).loss.float()
+        hidden = self.encoder(**inputs).last_hidden_state
         if not bool(selected.any()):
             return hidden.sum() * 0.0  # no token was masked: a zero that keeps the graph
         logits = self.mlm_head(hidden[selected])
         return F.cross_entropy(logits.float(), labels[selected])
+
+
+def _inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    # Segment ids only for text pairs: DistilBERT's and ModernBERT's forwards take none.
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        inputs["token_type_ids"] = token_type_ids
+    return inputs
 
 
 def quiet_transformers() -> None:

@@ -310,6 +310,9 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
     reason = cache_blocker(model)
     if reason is not None:
         raise _CannotApply(reason)
+    if data.train.segments is not None:
+        raise _CannotApply("text pairs carry segment ids, and the cached prefix is computed from "
+                           "token ids alone")
     first_only = _first_token_only(model)
     try:
         gap, hidden = _self_check(model, data, device, autocast, first_only)
@@ -346,12 +349,14 @@ def _plan(model: SFTModel, data: PreparedData, *, cfg: AppConfig, model_dir: Pat
 
 
 def _fill(values: np.ndarray, model: SFTModel, views: list[_SplitView], *, pad_id: int,
-          batch_size: int, device: torch.device, autocast: AutocastFn, first_only: bool) -> None:
+          batch_size: int, device: torch.device, autocast: AutocastFn, first_only: bool,
+          max_tokens: int | None = None) -> None:
     """Run the frozen prefix once over every example, writing its rows where they belong."""
     with torch.inference_mode(), autocast():
         for view in views:
             # Sorted by length, so the one-off prefix pass wastes little compute on padding.
-            for batch in iter_batches(view.split, batch_size, pad_id, by_length=True):
+            for batch in iter_batches(view.split, batch_size, pad_id, by_length=True,
+                                      max_tokens=max_tokens):
                 mask = batch["attention_mask"].to(device)
                 hidden = model.embed_prefix(batch["input_ids"].to(device), mask)
                 rows = _flat_rows(view.offsets, batch["index"].numpy())
@@ -420,7 +425,8 @@ def _build(model: SFTModel, data: PreparedData, plan: _Plan, *, cfg: AppConfig,
 
     def fill(values: np.ndarray) -> None:
         _fill(values, model, views, pad_id=data.pad_id, batch_size=cfg.train.eval_batch_size,
-              device=device, autocast=autocast, first_only=plan.first_only)
+              device=device, autocast=autocast, first_only=plan.first_only,
+              max_tokens=cfg.train.max_batch_tokens)
 
     start = time.perf_counter()
     if cache_dir is None:

@@ -1,7 +1,7 @@
 """Where labelled rows come from, and whether they are usable: the built-in reviews, a user's
-CSV / TSV / JSON(L) / Parquet file or its own train/validation/test files, an unlabelled
-corpus. A bad file raises :class:`DataError` naming the
-rows and why, before anything is split or tokenized."""
+CSV / TSV / JSON(L) / Parquet file or its own train/validation/test files, a Hugging Face
+``datasets`` dataset saved with ``save_to_disk``, an unlabelled corpus. A bad file raises
+:class:`DataError` naming the rows and why, before anything is split or tokenized."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def _load_rotten_tomatoes(name: str) -> pd.DataFrame:
 
 
 def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
+    if path.is_dir():
+        return _select_columns(_read_saved_dataset(path), path, cfg)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     suffix = "".join(path.suffixes[-2:]) if path.suffix in {".gz", ".bz2"} else path.suffix
@@ -77,6 +79,51 @@ def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
     return _select_columns(frame, path, cfg)
 
 
+def _load_from_disk(path: Path):
+    """A ``datasets`` Dataset or DatasetDict saved with ``save_to_disk`` (the optional extra)."""
+    if not (path / "dataset_info.json").is_file() and not (path / "dataset_dict.json").is_file():
+        raise DataError(f"{path} is a directory but not a dataset saved with `datasets`' "
+                        "save_to_disk (no dataset_info.json or dataset_dict.json)")
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path} is a `datasets` dataset; reading it needs "
+                        "pip install 'sftune[datasets]'") from None
+    return datasets.load_from_disk(str(path))
+
+
+def saved_dataset_splits(path: Path) -> list[str] | None:
+    """The split names of a saved DatasetDict, or None for anything else."""
+    file = path / "dataset_dict.json"
+    if not file.is_file():
+        return None
+    import json
+
+    return list(json.loads(file.read_text())["splits"])
+
+
+def _read_saved_dataset(path: Path, split: str | None = None) -> pd.DataFrame:
+    """One split of a saved dataset as a frame; ClassLabel ids become their names, so the
+    export's labels read as the dataset's own."""
+    dataset = _load_from_disk(path)
+    if split is None and hasattr(dataset, "keys"):
+        splits = list(dataset.keys())
+        if splits != ["train"]:  # (train, validation and test are read as given instead)
+            raise DataError(f"{path} holds the splits {splits}: sftune uses a saved DatasetDict "
+                            "as given when it has train, validation and test, or splits one "
+                            "with only train")
+        split = "train"
+    if split is not None:
+        dataset = dataset[split]
+    frame = dataset.to_pandas()
+    for column, feature in dataset.features.items():
+        names = getattr(feature, "names", None)
+        if names is not None:  # a ClassLabel: ids -> names (-1, "no label", stays missing)
+            frame[column] = frame[column].map(lambda i, n=names: n[i] if 0 <= i < len(n)
+                                              else None)
+    return frame
+
+
 def _is_json_array(path: Path) -> bool:
     """Whether a .json file holds one array of records rather than one record per line."""
     import gzip
@@ -90,26 +137,24 @@ def _is_json_array(path: Path) -> bool:
 def _select_columns(frame: pd.DataFrame, path: Path, cfg: DataConfig) -> pd.DataFrame:
     if frame.empty:
         raise DataError(f"{path} is empty: it has no data rows")
-    for role, column in (("text", cfg.text_column), ("label", cfg.label_column)):
+    roles = {"text": cfg.text_column, "label": cfg.label_column}
+    if cfg.text_pair_column:
+        roles = {"text": cfg.text_column, "text_pair": cfg.text_pair_column, **roles}
+    for role, column in roles.items():
         if column not in frame.columns:
             raise DataError(
                 f"{path}: {role} column {column!r} not found; columns are {list(frame.columns)} "
                 f"(set data.{role}_column)"
             )
-    selected = frame[[cfg.text_column, cfg.label_column]]
-    return selected.set_axis(["text", "label"], axis=1).reset_index(drop=True)
+    selected = frame[list(roles.values())]
+    return selected.set_axis(list(roles), axis=1).reset_index(drop=True)
 
 
 def validate_frame(frame: pd.DataFrame, source: str, min_classes: int = 2) -> None:
     """Raise :class:`DataError` naming the rows with bad texts or labels, or too few classes."""
-    texts = frame["text"]
-    not_str = texts[~texts.map(lambda v: isinstance(v, str))].index
-    if len(not_str):
-        raise DataError(
-            f"{source}: {row_numbers(not_str)}: text is not a string (missing or non-text)")
-    empty = texts[texts.str.strip() == ""].index
-    if len(empty):
-        raise DataError(f"{source}: {row_numbers(empty)}: text is empty")
+    for column in ("text", "text_pair"):
+        if column in frame.columns:
+            _validate_texts(frame[column], source, "text" if column == "text" else "second text")
     labels = frame["label"]
     listed = labels[labels.map(lambda v: isinstance(v, list | tuple | np.ndarray))].index
     if len(listed):
@@ -127,6 +172,16 @@ def validate_frame(frame: pd.DataFrame, source: str, min_classes: int = 2) -> No
         )
 
 
+def _validate_texts(texts: pd.Series, source: str, what: str) -> None:
+    not_str = texts[~texts.map(lambda v: isinstance(v, str))].index
+    if len(not_str):
+        raise DataError(
+            f"{source}: {row_numbers(not_str)}: {what} is not a string (missing or non-text)")
+    empty = texts[texts.str.strip() == ""].index
+    if len(empty):
+        raise DataError(f"{source}: {row_numbers(empty)}: {what} is empty")
+
+
 def load_labeled_frame(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     """The validated (text, label-id) frame of the configured source, and its label names."""
     if cfg.source in BUILTIN_SOURCES:
@@ -138,29 +193,49 @@ def load_labeled_frame(cfg: DataConfig) -> tuple[pd.DataFrame, list[str]]:
     return _with_label_ids(frame, names), names
 
 
-def load_given_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The user's own train/validation/test files (``data.train`` ...), each validated, with
-    label ids from the training file's labels; a label only the other files have is an error."""
-    paths = cfg.given_splits() or {}
-    frames = {}
-    for name, path in paths.items():
-        frames[name] = _read_user_file(Path(path).expanduser(), cfg)
-        validate_frame(frames[name], path, min_classes=2 if name == "train" else 1)
-    names = sorted(frames["train"]["label"].astype(str).unique(), key=_natural_key)
+def load_given_splits(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], list[str]] | None:
+    """The user's own train/validation/test split (``data.train`` ... files, or a saved
+    DatasetDict with those three splits), each validated, with label ids from the training
+    split's labels; a label only the other splits have is an error. None: sftune splits."""
+    given = _given_frames(cfg)
+    if given is None:
+        return None
+    for name, (where, frame) in given.items():
+        validate_frame(frame, where, min_classes=2 if name == "train" else 1)
+    names = sorted(given["train"][1]["label"].astype(str).unique(), key=_natural_key)
     for name in ("validation", "test"):
-        labels = frames[name]["label"].astype(str)
+        where, frame = given[name]
+        labels = frame["label"].astype(str)
         unknown = labels[~labels.isin(names)].index
         if len(unknown):
             raise DataError(
-                f"{paths[name]}: {row_numbers(unknown)}: label {labels[unknown[0]]!r} is not "
-                f"among the training file's labels {names}"
+                f"{where}: {row_numbers(unknown)}: label {labels[unknown[0]]!r} is not among "
+                f"the training split's labels {names}"
             )
-    return {name: _with_label_ids(frame, names) for name, frame in frames.items()}, names
+    return {name: _with_label_ids(frame, names) for name, (_, frame) in given.items()}, names
+
+
+_SPLITS = ("train", "validation", "test")
+
+
+def _given_frames(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]] | None:
+    """Split name -> (where it came from, its rows) when the user gave the split."""
+    if cfg.given_splits():
+        return {name: (path, _read_user_file(Path(path).expanduser(), cfg))
+                for name, path in cfg.given_splits().items()}
+    path = Path(cfg.source).expanduser()
+    if cfg.source in BUILTIN_SOURCES or not path.is_dir():
+        return None
+    if not set(_SPLITS) <= set(saved_dataset_splits(path) or ()):
+        return None  # a Dataset, or a DatasetDict of train only: sftune splits it
+    return {name: (f"{path} [{name}]", _select_columns(_read_saved_dataset(path, name), path,
+                                                        cfg))
+            for name in _SPLITS}
 
 
 def _with_label_ids(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     ids = frame["label"].astype(str).map({n: i for i, n in enumerate(names)})
-    return pd.DataFrame({"text": frame["text"], "label": ids.astype("int64")})
+    return frame.drop(columns="label").assign(label=ids.astype("int64"))
 
 
 def _natural_key(name: str) -> tuple[int, float | str]:

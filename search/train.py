@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from search import artifacts
-from search.batching import iter_batches
+from search.batching import encoder_inputs, iter_batches, micro_batches
 from search.config import AppConfig, TrialParams
 from search.data import PreparedData
 from search.device import resolve_device
@@ -107,10 +107,12 @@ def evaluate_split(
     pad_id: int,
     device: torch.device,
     num_labels: int,
+    max_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of ``logits_fn`` over a split (sorted by length for speed)."""
+    """Loss, accuracy and macro-F1 of ``logits_fn`` over a split (sorted by length for speed;
+    ``max_tokens`` caps a batch's padded size)."""
     total_loss, preds, labels = 0.0, [], []
-    for batch in iter_batches(split, batch_size, pad_id, by_length=True):
+    for batch in iter_batches(split, batch_size, pad_id, by_length=True, max_tokens=max_tokens):
         batch = {k: v.to(device) for k, v in batch.items()}
         logits = logits_fn(batch).float()
         total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
@@ -232,7 +234,7 @@ class Trainer:
         hidden = self.prefix_cache.lookup(batch) if self.prefix_cache is not None else None
         if hidden is not None:  # layers k..N-1 and the head only
             return self.model.logits_from_layer(hidden, batch["attention_mask"])
-        return self.model.task_logits(batch["input_ids"], batch["attention_mask"])
+        return self.model.task_logits(**encoder_inputs(batch))
 
     def _lm_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         source = next(self._unlabeled) if self._unlabeled is not None else batch
@@ -241,7 +243,9 @@ class Trainer:
             self.mask_generator, self.replacement_ids,
         )
         mask = source["attention_mask"].to(self.device)
-        return self.model.mlm_loss(masked.to(self.device), mask, labels.to(self.device))
+        types = source.get("token_type_ids")
+        return self.model.mlm_loss(masked.to(self.device), mask, labels.to(self.device),
+                                   None if types is None else types.to(self.device))
 
     def compute_loss(self, batch: dict[str, torch.Tensor], stage: str):
         """The stage's objective on one batch: (loss, task loss, LM loss or None)."""
@@ -252,17 +256,24 @@ class Trainer:
         return loss, task, lm
 
     def _step(self, batch: dict[str, torch.Tensor], stage: str, lr: float) -> tuple[float, float]:
-        """One optimizer step at learning rate ``lr``; returns (task loss, LM loss or NaN)."""
-        loss, task, lm = self.compute_loss(batch, stage)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"diverged: loss is {loss.item()} (non-finite)")
+        """One optimizer step at learning rate ``lr``; returns (task loss, LM loss or NaN).
+        A batch over ``train.max_batch_tokens`` runs as micro-batches, each loss weighted by its
+        share of the rows, so the gradient is the whole batch's mean."""
+        self.optimizer.zero_grad(set_to_none=True)
+        rows, task_sum, lm_sum = len(batch["labels"]), 0.0, 0.0
+        for part in micro_batches(batch, self.cfg.train.max_batch_tokens):
+            share = len(part["labels"]) / rows
+            loss, task, lm = self.compute_loss(part, stage)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"diverged: loss is {loss.item()} (non-finite)")
+            (loss * share).backward()
+            task_sum += task.item() * share
+            lm_sum += lm.item() * share if lm is not None else math.nan
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
-        return task.item(), (lm.item() if lm is not None else math.nan)
+        return task_sum, lm_sum
 
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
         """Epoch ``epoch``'s (0-based) batches on the trainer's device, minus the first ``skip``.
@@ -308,6 +319,7 @@ class Trainer:
             metrics = evaluate_split(
                 self.task_logits, split, batch_size=self.cfg.train.eval_batch_size,
                 pad_id=self.data.pad_id, device=self.device, num_labels=len(self.data.label_names),
+                max_tokens=self.cfg.train.max_batch_tokens,
             )
         self.model.train()
         return metrics
@@ -321,6 +333,7 @@ class Trainer:
             "data_sizes": self.data.sizes,
             "max_length": self.data.max_length,
             "truncation": self.data.truncation,
+            "text_pairs": self.cfg.data.text_pair_column is not None,
             "base_model": self.cfg.model.name,
             "mlm_head": self.model.mlm_head_source,
             **self.trial_meta,

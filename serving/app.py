@@ -26,6 +26,7 @@ This module imports Ray Serve; only :mod:`serving.app` and :mod:`serving.deploy`
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
@@ -100,7 +101,8 @@ class SftuneModel:
             num_threads=cfg.num_threads or default_threads(max(1, replicas)),
             max_tokens=cfg.max_tokens, forward_batch_size=cfg.forward_batch_size,
         )
-        self.service = ModelService(predictor, limits=Limits.from_config(cfg), source=source,
+        limits = replace(Limits.from_config(cfg), pairs=predictor.pairs)
+        self.service = ModelService(predictor, limits=limits, source=source,
                                     api_key_sha256=api_key_sha256,
                                     request_timeout_s=cfg.request_timeout_s,
                                     test_metrics=test_metrics,

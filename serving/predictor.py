@@ -104,6 +104,8 @@ class Predictor:
         self._sigmoid = config.problem_type == "multi_label_classification" or len(
             self.label_names) == 1
         self.model_id = model_id(self.model_dir)
+        #: Trained on text pairs: predict() takes (text, text_pair) tuples.
+        self.pairs = bool(self.meta.get("text_pairs"))
         self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     @classmethod
@@ -129,22 +131,34 @@ class Predictor:
         return cls(model_dir=model_dir, loaded=loaded, device=target, dtype=dtype,
                    max_tokens=limit, forward_batch_size=forward_batch_size)
 
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Label, score and every label's probability for each text, in input order."""
+    def predict(self, texts: list[str] | list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Label, score and every label's probability for each text (each (text, text_pair)
+        for a pair model), in input order."""
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens,
-                             return_attention_mask=False)["input_ids"]
+        encoded = self._tokenize(texts)
+        ids, types = encoded["input_ids"], encoded.get("token_type_ids")
         probs = np.empty((len(texts), len(self.label_names)), dtype=np.float64)
         # Sorting by length puts similar lengths in one chunk, so little compute goes to padding.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         step = self.forward_batch_size or len(order)
         for start in range(0, len(order), step):
             chunk = order[start:start + step]
-            probs[chunk] = self._forward([ids[i] for i in chunk])
+            probs[chunk] = self._forward([ids[i] for i in chunk],
+                                         None if types is None else [types[i] for i in chunk])
         return [self._answer(row) for row in probs]
 
-    def _forward(self, sequences: list[list[int]]) -> np.ndarray:
+    def _tokenize(self, texts) -> dict[str, list[list[int]]]:
+        if not self.pairs:
+            return self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens,
+                                  return_attention_mask=False, return_token_type_ids=False)
+        # As in training: the tokenizer joins the two texts and cuts the longer one first.
+        firsts, seconds = zip(*texts, strict=True)
+        return self.tokenizer(list(firsts), list(seconds), truncation="longest_first",
+                              max_length=self.max_tokens, return_attention_mask=False)
+
+    def _forward(self, sequences: list[list[int]],
+                 segments: list[list[int]] | None = None) -> np.ndarray:
         rows, width = len(sequences), max(len(s) for s in sequences)
         if self.device.type == "cuda":
             rows, width = padded_shape(rows, width, self.max_tokens)
@@ -154,9 +168,14 @@ class Predictor:
         for row, seq in enumerate(sequences):
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
+        inputs = {"input_ids": input_ids, "attention_mask": mask}
+        if segments is not None:  # text pairs on a model with segment ids
+            inputs["token_type_ids"] = torch.zeros((rows, width), dtype=torch.long)
+            for row, seg in enumerate(segments):
+                inputs["token_type_ids"][row, : len(seg)] = torch.tensor(seg, dtype=torch.long)
         with torch.inference_mode():
-            logits = self.model(input_ids=input_ids.to(self.device),
-                                attention_mask=mask.to(self.device)).logits.float()
+            logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}
+                                ).logits.float()
         scores = logits[: len(sequences)]
         scores = scores.sigmoid() if self._sigmoid else scores.softmax(-1)
         return scores.cpu().numpy()

@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 REQUEST_SHAPE = '{"text": "..."} or {"texts": ["...", ...]}'
+PAIR_SHAPE = ('{"text": "...", "text_pair": "..."} or {"texts": ["...", ...], '
+              '"text_pairs": ["...", ...]}')
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Limits:
     max_texts: int = 64
     max_chars: int = 5000
     max_body_bytes: int = 1_048_576
+    pairs: bool = False  # the model classifies text pairs: every text needs its second text
 
     @classmethod
     def from_config(cls, cfg: Any) -> Limits:
@@ -73,8 +76,12 @@ class PredictRequest(BaseModel):
 
     text: str | None = Field(None, description="One text to classify.")
     texts: list[str] | None = Field(None, description="Several texts, answered in input order.")
+    text_pair: str | None = Field(
+        None, description="The second text of `text`, for a model trained on text pairs.")
+    text_pairs: list[str] | None = Field(
+        None, description="The second text of each of `texts`, for a model trained on pairs.")
 
-    @field_validator("texts")
+    @field_validator("texts", "text_pairs")
     @classmethod
     def _not_empty_list(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
@@ -83,6 +90,11 @@ class PredictRequest(BaseModel):
 
     def items(self) -> list[str]:
         return [self.text] if self.text is not None else list(self.texts or [])
+
+    def second_items(self) -> list[str] | None:
+        if self.text_pair is None and self.text_pairs is None:
+            return None
+        return [self.text_pair] if self.text_pair is not None else list(self.text_pairs or [])
 
 
 class Prediction(BaseModel):
@@ -158,7 +170,8 @@ def _describe(error: dict[str, Any]) -> RequestError:
                             REQUEST_SHAPE)
     if kind == "extra_forbidden":
         return RequestError(422, "unknown_field", f"unknown field {where!r}",
-                            f"only the fields text or texts: {REQUEST_SHAPE}")
+                            f"only the fields text or texts (and text_pair / text_pairs for a "
+                            f"pair model): {REQUEST_SHAPE}")
     if kind in ("string_type", "list_type", "model_type", "model_attributes_type"):
         got = type(error["input"]).__name__ if error["input"] is not None else "null"
         want = {"string_type": "a string", "list_type": "a list of strings"}.get(kind, "an object")
@@ -167,8 +180,9 @@ def _describe(error: dict[str, Any]) -> RequestError:
     return RequestError(422, "invalid_request", f"{where}: {message}", REQUEST_SHAPE)
 
 
-def parse_predict_body(body: bytes, limits: Limits) -> list[str]:
-    """The texts of a ``/predict`` body, or a :class:`RequestError` saying what is wrong."""
+def parse_predict_body(body: bytes, limits: Limits) -> list[str] | list[tuple[str, str]]:
+    """The texts (text pairs, for a pair model) of a ``/predict`` body, or a
+    :class:`RequestError` saying what is wrong."""
     if len(body) > limits.max_body_bytes:
         raise body_too_large(len(body), limits)
     try:
@@ -187,7 +201,27 @@ def parse_predict_body(body: bytes, limits: Limits) -> list[str]:
                            f"at most {limits.max_texts} texts per request; split the list")
     for i, text in enumerate(texts):
         _check_text(text, "text" if request.text is not None else f"texts[{i}]", limits)
-    return texts
+    return _with_pairs(request, texts, limits)
+
+
+def _with_pairs(request: PredictRequest, texts: list[str], limits: Limits):
+    """Single texts, or (text, second text) tuples when the model classifies pairs."""
+    seconds = request.second_items()
+    if not limits.pairs:
+        if seconds is not None:
+            raise RequestError(422, "unexpected_text_pair", "this model classifies single "
+                               "texts; it was not trained on text pairs", REQUEST_SHAPE)
+        return texts
+    single = request.text is not None
+    if seconds is None or (request.text_pair is not None) != single:
+        raise RequestError(422, "missing_text_pair", "this model classifies text pairs: give "
+                           "text with text_pair, or texts with text_pairs", PAIR_SHAPE)
+    if len(seconds) != len(texts):
+        raise RequestError(422, "pair_count_mismatch", f"{len(texts)} texts but "
+                           f"{len(seconds)} text_pairs", "one text_pair per text")
+    for i, second in enumerate(seconds):
+        _check_text(second, "text_pair" if single else f"text_pairs[{i}]", limits)
+    return list(zip(texts, seconds, strict=True))
 
 
 def body_too_large(size: int | None, limits: Limits) -> RequestError:

@@ -67,7 +67,7 @@ def test_given_splits_need_all_three_and_known_labels(tmp_path, tiny_model_dir):
     odd = make_reviews(20, seed=1)
     odd.loc[3, "label"] = "meh"
     odd.to_csv(paths["test"], index=False)
-    with pytest.raises(DataError, match="row 4: label 'meh' is not among the training file's"):
+    with pytest.raises(DataError, match="row 4: label 'meh' is not among the training split's"):
         prepare_data(DataConfig(**paths), load_tokenizer(tiny_model_dir))
 
 

@@ -178,3 +178,37 @@ def test_time_limit_ends_training_early_with_the_lr_decayed(
     assert 5 <= len(lrs) < trainer.total_steps // 2
     assert result.stop_reason == "completed" and result.history[-1]["progress"] == 1.0
     assert lrs[-1] < 0.3 * max(lrs)  # decaying to zero by the limit, not cut at its peak
+
+
+def test_micro_batches_under_a_token_cap_give_the_whole_batch_update(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    """Long texts over ``train.max_batch_tokens`` run in slices whose row-weighted gradients
+    add up to the batch's: the same training run, in less memory."""
+    from search.batching import iter_batches, micro_batches
+
+    runs = {}
+    for cap in ("null", "40"):  # 40 tokens: 2-5 rows of these 8-16-token texts per slice
+        trainer = _trainer(tiny_model_dir, reviews_csv, tmp_path / cap, "space.joint_epochs=0",
+                           f"train.max_batch_tokens={cap}")
+        batch = next(trainer._epoch_batches(0, 0))
+        task, _ = trainer._step(batch, "task", lr=1e-3)
+        runs[cap] = (task, {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                            if p.grad is not None})
+    (whole, whole_grads), (sliced, sliced_grads) = runs["null"], runs["40"]
+    assert sliced == pytest.approx(whole, rel=1e-5)  # the batch's mean task loss
+    assert sliced_grads.keys() == whole_grads.keys()
+    for name, grad in whole_grads.items():  # the gradient the optimizer stepped on
+        assert torch.allclose(sliced_grads[name], grad, rtol=1e-4, atol=1e-6), name
+    # Each slice holds at most the cap (or one row), trimmed to its own longest row.
+    data = trainer.data
+    batch = next(iter_batches(data.train, 8, data.pad_id, by_length=True))
+    parts = micro_batches(batch, 40)
+    assert len(parts) > 1 and sum(len(p["labels"]) for p in parts) == 8
+    for part in parts:
+        rows, width = part["input_ids"].shape
+        assert rows * width <= 40 or rows == 1
+        assert width == int(part["attention_mask"].sum(1).max())
+    # Evaluation batches shrink to the cap instead (rows x longest row).
+    for batch in iter_batches(data.validation, 32, data.pad_id, by_length=True, max_tokens=40):
+        assert batch["input_ids"].numel() <= 40 or len(batch["labels"]) == 1

@@ -99,7 +99,7 @@ def test_model_and_docs_describe_the_deployment(client):
     assert info["label_names"] == LABELS and info["loaded_at"]
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
-    assert set(body["schema"]["properties"]) == {"text", "texts"}
+    assert set(body["schema"]["properties"]) == {"text", "texts", "text_pair", "text_pairs"}
     assert client.get("/docs").status_code == 200
 
 

@@ -26,7 +26,32 @@ BAD_BODIES = [
     (b'{"text": "' + b"x" * 21 + b'"}', 422, "text_too_long", "21 characters; the limit is 20"),
     (b'{"texts": ["a", "b", "c", "d"]}', 422, "too_many_texts", "4 texts"),
     (b'{"text": "' + b"x" * 2000 + b'"}', 413, "body_too_large", "limit is 1024 bytes"),
+    (b'{"text": "a", "text_pair": "b"}', 422, "unexpected_text_pair", "not trained on text "
+     "pairs"),
 ]
+
+PAIRS = Limits(max_texts=3, max_chars=20, max_body_bytes=1024, pairs=True)
+BAD_PAIR_BODIES = [
+    (b'{"text": "a"}', "missing_text_pair", "give text with text_pair"),
+    (b'{"texts": ["a"], "text_pair": "b"}', "missing_text_pair", "give text with text_pair"),
+    (b'{"texts": ["a", "b"], "text_pairs": ["c"]}', "pair_count_mismatch", "2 texts but 1"),
+    (b'{"text": "a", "text_pair": "' + b"x" * 21 + b'"}', "text_too_long", "text_pair has 21"),
+    (b'{"texts": ["a"], "text_pairs": [""]}', "empty_text", "text_pairs[0] is empty"),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "words"), BAD_PAIR_BODIES)
+def test_a_pair_model_needs_one_second_text_per_text(body, code, words):
+    with pytest.raises(RequestError) as caught:
+        parse_predict_body(body, PAIRS)
+    assert (caught.value.status, caught.value.code) == (422, code)
+    assert words in caught.value.detail
+
+
+def test_pairs_parse_in_order():
+    assert parse_predict_body(b'{"texts": ["a", "b"], "text_pairs": ["c", "d"]}', PAIRS) == [
+        ("a", "c"), ("b", "d")]
+    assert parse_predict_body(b'{"text": "a", "text_pair": "c"}', PAIRS) == [("a", "c")]
 
 
 @pytest.mark.parametrize(("body", "status", "code", "words"), BAD_BODIES)
