@@ -17,6 +17,7 @@ from dashboard.loaders import OUTCOME_LABELS
 from search.results import StopReason
 
 __all__ = [
+    "confusion_heatmap",
     "curves_figure",
     "importance_bar",
     "parallel_coordinates",
@@ -150,4 +151,20 @@ def score_distributions(tables: dict[str, pd.DataFrame], metric: str) -> go.Figu
         figure.add_trace(go.Box(y=table["score"].dropna(), name=name, boxpoints="outliers"))
     figure.update_layout(title=f"{metric} of every trial", yaxis_title=metric, height=360,
                          margin={"l": 40, "r": 10, "t": 40, "b": 40})
+    return figure
+
+
+def confusion_heatmap(confusion: pd.DataFrame) -> go.Figure:
+    """Counts of true (rows) against predicted (columns) labels; each row shaded by its share,
+    so a rare class's errors stand out as much as a common one's."""
+    counts = confusion.to_numpy()
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    figure = go.Figure(go.Heatmap(
+        z=shares, x=list(confusion.columns), y=list(confusion.index), text=counts,
+        texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1,
+        hovertemplate="true %{y}, predicted %{x}: %{text} (%{z:.0%} of the row)<extra></extra>",
+        colorbar={"title": "share of row"},
+    ))
+    figure.update_layout(xaxis_title="predicted", yaxis_title="true", height=320,
+                         yaxis={"autorange": "reversed"}, margin={"t": 30})
     return figure

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from search import storage
+from search.metrics import per_class_table, read_per_class
 from search.results import (
     PARAM_COLUMNS,
     SWEEP_FILE,
@@ -44,6 +45,8 @@ __all__ = [
     "headline",
     "is_running",
     "load_sweep",
+    "per_class",
+    "per_class_difference",
     "sweep_row",
     "sweep_table",
     "table_csv",
@@ -231,7 +234,8 @@ def best_card(sweep: Sweep) -> dict[str, Any] | None:
     params = {p: _plain(best[p]) for p in PARAM_COLUMNS if pd.notna(best[p])}
     val = {m: float(best[m]) for m in ("val_accuracy", "val_f1_macro", "val_loss")
            if pd.notna(best[m])}
-    test = test_metrics(sweep.meta, str(best["trial_id"]))
+    test = {k: v for k, v in test_metrics(sweep.meta, str(best["trial_id"])).items()
+            if not isinstance(v, dict)}  # scalars; the per-class record has its own page
     return {"trial_id": str(best["trial_id"]), "params": params, "val": val, "test": test,
             "score": float(best["score"]), "best_epoch": round(float(best["best_epoch"]), 2),
             "epochs": round(float(best["epochs"]), 2), "status": str(best["status_label"]),
@@ -242,6 +246,32 @@ def test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float | int]:
     """The test metrics recorded for ``trial_id`` (``sftune best`` keys them by trial id, since
     the test split is evaluated once per exported trial); {} when it was never evaluated."""
     return recorded_test_metrics(meta, trial_id) or {}
+
+
+def per_class(sweep: Sweep, trial_id: str, split: str = "validation"
+              ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """A trial's per-label precision, recall, F1 and support, and its confusion matrix (rows:
+    true label, columns: predicted), at its best evaluation (``validation``) or on the test
+    split (``test``, once ``sftune best`` measured it); None when there is no record."""
+    if split == "test":
+        record = read_per_class(test_metrics(sweep.meta, trial_id).get("test_per_class"))
+    else:
+        rows = sweep.table[sweep.table["trial_id"].astype(str) == trial_id]
+        has = "val_per_class" in rows and len(rows)
+        record = read_per_class(rows.iloc[0]["val_per_class"]) if has else None
+    if record is None:
+        return None
+    confusion = pd.DataFrame(record["confusion"], index=pd.Index(record["labels"], name="true"),
+                             columns=pd.Index(record["labels"], name="predicted"))
+    return per_class_table(record), confusion
+
+
+def per_class_difference(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall and F1 of one trial minus another's, label by label (labels only one
+    of them has are left out)."""
+    shared = first.index.intersection(second.index)
+    columns = ["precision", "recall", "f1"]
+    return first.loc[shared, columns] - second.loc[shared, columns]
 
 
 def _plain(value: Any) -> Any:

@@ -60,6 +60,7 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     from search.batching import encoder_inputs
     from search.data import prepare_data
     from search.device import resolve_device
+    from search.metrics import per_class_record
     from search.model import load_tokenizer, quiet_transformers, resolve_model_dir
     from search.train import evaluate_split
 
@@ -85,7 +86,10 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
                              max_tokens=cfg.train.max_batch_tokens,
                              pad_id=data.pad_id, device=device,
                              num_labels=len(data.label_names))
-    return {f"test_{k}": v for k, v in metrics.items()} | {"test_examples": len(data.test)}
+    record = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict | list)}
+    # Per class and the confusion matrix, under the labels they are for.
+    record["test_per_class"] = per_class_record(metrics, data.label_names)
+    return record | {"test_examples": len(data.test)}
 
 
 def export_best(experiment_dir: str | Path, target: str | Path | None = None,

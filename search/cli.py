@@ -111,6 +111,17 @@ def _print_outcome(best: dict, cfg: AppConfig) -> None:
         from search.results import describe_gain
 
         print(describe_gain(best["tuning_gain"]))
+    _print_per_class(best.get("test_per_class"))
+
+
+def _print_per_class(record: dict | None) -> None:
+    """The test split's precision, recall and F1 per label: where the model fails."""
+    from search.metrics import per_class_table
+
+    table = per_class_table(record)
+    if table is not None:
+        print("test, per class:")
+        print(table.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def _print_results(path: str, top: int) -> None:

@@ -189,8 +189,9 @@ class TrainConfig(_Section):
         1024, ge=1, description="Training texts (a stratified sample) the head probe is fit on.",
     )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")
-    metric: Literal["val_accuracy", "val_f1_macro"] = Field(
-        "val_accuracy", description="Validation metric that picks the best epoch and trial."
+    metric: Literal["val_accuracy", "val_f1_macro", "val_f1_worst"] = Field(
+        "val_accuracy", description="Validation metric that picks the best epoch and trial: "
+        "accuracy, macro-F1, or the worst class's F1 (for a model that must not fail any class)."
     )
     seed: int = Field(0, description="Seed for weights of new heads, shuffling and masking.")
     device: Literal["auto", "cpu", "cuda"] = Field(

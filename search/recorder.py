@@ -81,6 +81,7 @@ class ResultsRecorder:
                "error": result.get("error"), "timestamp": result.get("timestamp", time.time())}
         row.update({**self.fixed, **config})
         row.update({k: result.get(k, math.nan) for k in METRIC_COLUMNS})
+        row["val_per_class"] = result.get("val_per_class")
         self._rows[(trial_id, epoch)] = {k: row.get(k) for k in TRIAL_COLUMNS}
         self.flush()
 

@@ -77,7 +77,8 @@ PARAM_COLUMNS = (
     "warmup_ratio", "batch_size", "joint_epochs",
 )
 METRIC_COLUMNS = (
-    "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy", "val_f1_macro", "score",
+    "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy", "val_f1_macro",
+    "val_f1_worst", "score",
     "tokens_per_s", "train_time_s", "wall_time_s", "peak_rss_mib", "peak_gpu_mem_mib",
 )
 #: status: Tune's trial status (PENDING, RUNNING, TERMINATED, ERROR).
@@ -90,8 +91,10 @@ METRIC_COLUMNS = (
 TRIAL_COLUMNS = (
     "trial_id", "phase", "default_point", "status", "stop_reason", "error", "epoch", "examples",
     "stage", "node",
-    *PARAM_COLUMNS, *METRIC_COLUMNS, "checkpoint", "timestamp",
+    *PARAM_COLUMNS, *METRIC_COLUMNS, "val_per_class", "checkpoint", "timestamp",
 )
+#: val_per_class: JSON of the evaluation's precision, recall, F1 and support per label and its
+#: confusion matrix ({"labels", "precision", "recall", "f1", "support", "confusion"}).
 
 
 class ResultsError(ValueError):
@@ -182,7 +185,7 @@ def read_sweep_meta(experiment_dir: str | Path) -> dict[str, Any]:
         raise ResultsError(f"{path} is corrupt: {err}") from None
 
 
-def recorded_test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, float] | None:
+def recorded_test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, Any] | None:
     """The test metrics ``sftune best`` recorded in ``sweep.json`` for ``trial_id`` (keyed by
     trial: the test split is evaluated once per exported trial, never again); None when that
     trial was never evaluated or its record holds a NaN."""
@@ -192,7 +195,10 @@ def recorded_test_metrics(meta: dict[str, Any], trial_id: str) -> dict[str, floa
         return None
     numbers = {k: v for k, v in recorded.items()
                if isinstance(v, int | float) and not isinstance(v, bool)}
-    return None if any(math.isnan(v) for v in numbers.values()) else numbers
+    if any(math.isnan(v) for v in numbers.values()):
+        return None
+    per_class = recorded.get("test_per_class")  # the same measurement, label by label
+    return numbers | ({"test_per_class": per_class} if isinstance(per_class, dict) else {})
 
 
 def update_sweep_meta(experiment_dir: str | Path, **fields: Any) -> dict[str, Any]:
@@ -263,7 +269,7 @@ def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     best = scored.loc[best_idx.values].set_index("trial_id")
     summary = last.copy()
     metric_cols = [c for c in METRIC_COLUMNS if c != "wall_time_s"]
-    metric_cols += ["epoch", "stage", "checkpoint"]
+    metric_cols += ["epoch", "stage", "val_per_class", "checkpoint"]
     summary[metric_cols] = best.reindex(summary.index)[metric_cols]
     summary = summary.rename(columns={"epoch": "best_epoch"})
     summary["epochs"] = epochs.reindex(summary.index).fillna(0).astype("float64")

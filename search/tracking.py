@@ -20,7 +20,8 @@ __all__ = ["TrackingError", "check_tracking", "tracking_callbacks"]
 #: Result keys Tune adds that say nothing about the model (kept out of the trackers' metrics).
 _NOISE = ["time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
           "iterations_since_restore", "training_iteration", "pid", "date", "hostname",
-          "node_ip", "done", "checkpoint_dir_name"]
+          "node_ip", "done", "checkpoint_dir_name",
+          "val_per_class"]  # a JSON record (trials.parquet keeps it); MLflow skips non-numbers
 
 
 class TrackingError(ValueError):

@@ -26,6 +26,7 @@ from search.data import PreparedData
 from search.device import resolve_device
 from search.encoding import EncodedSplit
 from search.head_init import ProbeHead, fit_configured_probe, load_head
+from search.metrics import classification_metrics, per_class_json, read_per_class
 from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
@@ -89,15 +90,6 @@ def evaluation_steps(eval_every: int | None, batch_size: int, steps_per_epoch: i
     return max(1, round(eval_every / batch_size)) if eval_every else steps_per_epoch
 
 
-def _macro_f1(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> float:
-    scores = []
-    for c in range(num_labels):
-        tp = np.sum((preds == c) & (labels == c))
-        denom = np.sum(preds == c) + np.sum(labels == c)
-        scores.append(0.0 if denom == 0 else 2 * tp / denom)
-    return float(np.mean(scores))
-
-
 @torch.inference_mode()
 def evaluate_split(
     logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
@@ -109,8 +101,9 @@ def evaluate_split(
     num_labels: int,
     max_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Loss, accuracy and macro-F1 of ``logits_fn`` over a split (sorted by length for speed;
-    ``max_tokens`` caps a batch's padded size)."""
+    """Loss, accuracy, macro- and worst-class F1, per-class figures and the confusion matrix of
+    ``logits_fn`` over a split (sorted by length for speed; ``max_tokens`` caps a batch's padded
+    size). See :func:`search.metrics.classification_metrics`."""
     total_loss, preds, labels = 0.0, [], []
     for batch in iter_batches(split, batch_size, pad_id, by_length=True, max_tokens=max_tokens):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -119,11 +112,7 @@ def evaluate_split(
         preds.append(logits.argmax(-1).cpu().numpy())
         labels.append(batch["labels"].cpu().numpy())
     y, p = np.concatenate(labels), np.concatenate(preds)
-    return {
-        "loss": total_loss / len(y),
-        "accuracy": float(np.mean(y == p)),
-        "f1_macro": _macro_f1(y, p, num_labels),
-    }
+    return {"loss": total_loss / len(y), **classification_metrics(y, p, num_labels)}
 
 
 @dataclass
@@ -328,7 +317,7 @@ class Trainer:
         meta = {
             "label_names": self.data.label_names,
             "params": self.params.model_dump(),
-            "metrics": metrics,
+            "metrics": {**metrics, "val_per_class": read_per_class(metrics.get("val_per_class"))},
             "data_fingerprint": self.data.fingerprint,
             "data_sizes": self.data.sizes,
             "max_length": self.data.max_length,
@@ -410,7 +399,9 @@ class Trainer:
             "lr": lr, "prefix_cache": self.prefix_cache is not None,
             **window.summary(), **self._peak_memory(),
         }
-        metrics.update({f"val_{k}": v for k, v in self.evaluate(self.data.validation).items()})
+        val = self.evaluate(self.data.validation)
+        metrics["val_per_class"] = per_class_json(val, self.data.label_names)
+        metrics.update({f"val_{k}": v for k, v in val.items() if not isinstance(v, dict | list)})
         metrics["wall_time_s"] = time.perf_counter() - state.started
         metric = self.cfg.train.metric
         improved = result.best is None or metrics[metric] > result.best[metric]

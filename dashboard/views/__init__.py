@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dashboard.views import curves, hyperparams, overview, sweeps, try_model
+from dashboard.views import classes, curves, hyperparams, overview, sweeps, try_model
 from dashboard.views.common import Context
 
 __all__ = ["PAGES", "Context", "Page"]
@@ -26,6 +26,7 @@ PAGES = (
     Page("Sweep overview", "overview", overview.render),
     Page("Hyperparameters", "hyperparameters", hyperparams.render),
     Page("Learning curves", "curves", curves.render),
+    Page("Per class", "classes", classes.render),
     # Not live: a refresh would wipe the answer the user is reading.
     Page("Try the model", "try", try_model.render, live=False),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     per_trial_epochs = frame[frame["epoch"] > 0].groupby("trial_id")["epoch"].apply(list)
     assert all(epochs == list(range(1, len(epochs) + 1)) for epochs in per_trial_epochs)
     assert frame["val_accuracy"].notna().all() and frame["train_task_loss"].notna().all()
+    assert frame["val_per_class"].map(lambda r: json.loads(r)["labels"] == ["neg", "pos"]).all()
     assert frame["lr"].between(0.0005, 0.005).all()
     assert frame["frozen_depth"].isin([0, 1, 2]).all()
     assert frame["dropout"].between(0.0, 0.1).all()
@@ -104,6 +106,9 @@ def test_sweep_runs_trials_records_epochs_and_exports_the_best(
     assert 0 <= exported["test_accuracy"] <= 1
     meta = artifacts.read_meta(tmp_path / "export")
     assert meta["trial_id"] == best["trial_id"] and "test_accuracy" in meta["test"]
+    per_class = meta["test"]["test_per_class"]  # the one test measurement, class by class
+    assert sum(per_class["support"]) == exported["test_examples"]
+    assert per_class["labels"] == ["neg", "pos"] and len(per_class["confusion"]) == 2
     scores = pipeline("text-classification", model=str(tmp_path / "export"))(["great fun"])
     assert scores[0]["label"] in {"neg", "pos"}
     assert api.best(path, tmp_path / "again")["test_accuracy"] == exported["test_accuracy"]

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dashboard.synthetic import SYNTHETIC_SPACE, synthetic_config
+from search.metrics import classification_metrics, per_class_json
 from search.results import results_dir, write_sweep_meta, write_trials
 
 NAN = math.nan
 PARAMS = {"warmup_ratio": 0.1, "batch_size": 32, "joint_epochs": 1}
+
+
+def per_class_record(accuracy: float, n: int = 100) -> str | None:
+    """A two-label record whose confusion matrix has ``accuracy``: "pos" gets all the errors."""
+    if math.isnan(accuracy):
+        return None
+    half, wrong = n // 2, n - round(accuracy * n)
+    labels = np.array([0] * half + [1] * half)
+    preds = labels.copy()
+    preds[half:half + wrong] = 0
+    return per_class_json(classification_metrics(labels, preds, 2), ["neg", "pos"])
 
 
 def _row(trial, status, reason, epoch, acc, *, lr=1e-4, depth=0, alpha=30.0, error=None,
@@ -22,6 +36,7 @@ def _row(trial, status, reason, epoch, acc, *, lr=1e-4, depth=0, alpha=30.0, err
             "frozen_depth": depth, "weight_decay": 0.01, "dropout": 0.1, **PARAMS,
             "train_task_loss": loss, "train_lm_loss": 10 * loss, "val_loss": loss + 0.1,
             "val_accuracy": acc, "val_f1_macro": acc, "score": acc, "tokens_per_s": 1800.0,
+            "val_per_class": per_class_record(acc),
             "train_time_s": 30.0, "wall_time_s": 31.0 * epoch,
             "checkpoint": None, "timestamp": 1.7e9 + epoch}
 
@@ -60,8 +75,9 @@ def meta(name: str, *, status: str = "finished", **extra) -> dict:
 def write_tiny(storage: Path, name: str = "tiny") -> Path:
     path = storage / name
     write_trials(path, tiny_rows())
-    write_sweep_meta(path, meta(name, test={"t_best": {"test_accuracy": 0.81,
-                                                       "test_examples": 40}}))
+    test_record = json.loads(per_class_record(0.81, n=100))
+    write_sweep_meta(path, meta(name, test={"t_best": {
+        "test_accuracy": 0.81, "test_examples": 100, "test_per_class": test_record}}))
     return path
 
 

@@ -11,7 +11,7 @@ from search.results import results_dir, write_trials
 from tests.dashboard import builders
 
 PAGES = {"sweeps": "Sweeps", "overview": "Sweep tiny", "hyperparameters": "Hyperparameters of tiny",
-         "curves": "Learning curves of tiny", "try": "Try the model"}
+         "curves": "Learning curves of tiny", "classes": "Per class: tiny", "try": "Try the model"}
 
 
 def _texts(elements) -> str:
@@ -23,7 +23,7 @@ def test_each_page_renders_without_exception_or_error(open_app, storage, page, e
     at = open_app(storage, page=page, serve_url=endpoint.url)
     assert at.title[0].value == PAGES[page]
     assert not at.error, _texts(at.error)
-    if page in ("hyperparameters", "curves"):
+    if page in ("hyperparameters", "curves", "classes"):
         assert at.get("plotly_chart"), "the page draws its figure"
 
 
@@ -132,3 +132,26 @@ def test_the_app_reads_its_sweeps_from_a_bucket(open_app, storage, bucket):
     assert "Best trial: t_best" in _texts(at.subheader)
     listing = open_app(remote).dataframe[0].value
     assert set(listing["name"]) == {"tiny", "live", "just-started", "broken"}
+
+
+def test_per_class_page_shows_where_the_best_trial_fails_and_how_two_trials_differ(
+    open_app, storage
+):
+    at = open_app(storage, page="classes")
+    assert at.selectbox(key="class_trial").value == "t_best"  # the best trial by default
+    # The frames, in page order: validation, test, the difference between two trials.
+    validation = at.dataframe[0].value
+    # t_best peaked at 0.84 on 100 examples; all 16 errors are "pos" called "neg".
+    assert list(validation.index) == ["neg", "pos"]
+    assert validation.loc["pos", "recall"] == pytest.approx(0.68)
+    assert validation.loc["neg", "recall"] == 1.0 and validation["support"].sum() == 100
+    test = at.dataframe[1].value  # as `sftune best` measured it
+    assert test.loc["pos", "recall"] == pytest.approx(0.62)
+    assert len(at.get("plotly_chart")) == 2  # a confusion matrix per split
+    at.selectbox(key="class_other").set_value("t_patience").run()  # best epoch 0.75
+    difference = at.dataframe[2].value
+    assert difference.loc["pos", "recall"] == pytest.approx(0.68 - 0.50)
+    assert difference.loc["neg", "recall"] == 0.0
+    # A trial that was never tested has no test section.
+    at.selectbox(key="class_trial").set_value("t_patience").run()
+    assert not at.error and "Test: t_patience" not in _texts(at.subheader)

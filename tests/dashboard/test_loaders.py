@@ -49,7 +49,7 @@ def test_counts_headline_and_best_card(tiny):
     card = loaders.best_card(tiny)
     assert card["trial_id"] == "t_best" and card["params"]["lr"] == pytest.approx(8e-5)
     assert type(card["params"]["frozen_depth"]) is int
-    assert card["test"] == {"test_accuracy": 0.81, "test_examples": 40}
+    assert card["test"] == {"test_accuracy": 0.81, "test_examples": 100}
     assert card["val"]["val_accuracy"] == pytest.approx(0.84)
 
 

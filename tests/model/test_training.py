@@ -1,7 +1,9 @@
 """Behaviour of the one trainer on a tiny random BERT: it learns, freezes, weights and saves."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +31,15 @@ def test_loss_drops_and_metrics_are_reported_per_epoch(tiny_model_dir, reviews_c
         assert math.isfinite(first[key])
     assert math.isnan(reports[1][0]["train_lm_loss"])  # stage 2 has no LM term
     assert [m["stage"] for m, _ in reports] == ["joint", "task", "task", "task"]
+    # Every evaluation carries its per-class figures and confusion matrix, which agree with
+    # its accuracy and worst-class F1.
+    for metrics, _ in reports:
+        record = json.loads(metrics["val_per_class"])
+        confusion = np.array(record["confusion"])
+        assert record["labels"] == ["neg", "pos"]
+        assert confusion.sum() == len(trainer.data.validation)
+        assert np.trace(confusion) / confusion.sum() == pytest.approx(metrics["val_accuracy"])
+        assert min(record["f1"]) == pytest.approx(metrics["val_f1_worst"])
 
 
 def test_score_is_the_best_epoch_and_checkpoint_only_on_improvement(
