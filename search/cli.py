@@ -126,7 +126,7 @@ def _print_per_class(record: dict | None) -> None:
 
 def _print_results(path: str, top: int) -> None:
     from search import storage
-    from search.results import read_sweep_meta, read_trials, summarize_trials
+    from search.results import range_edges, read_sweep_meta, read_trials, summarize_trials
 
     meta = read_sweep_meta(path)
     summary = summarize_trials(read_trials(path))
@@ -137,9 +137,27 @@ def _print_results(path: str, top: int) -> None:
           f"({(summary['status'] == 'ERROR').sum()} errored), metric {meta['metric']}")
     if not summary.empty:
         print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _print_failures(summary)
+    for edge in range_edges(meta, summary):  # the optimum may lie past a searched bound
+        print(f"edge of range: {edge['message']}")
     kept = summary["checkpoint"].map(lambda c: isinstance(c, str)).sum()
     print(f"disk: {storage.total_size(path) / 2**20:.1f} MiB under {path} ({kept} trial "
           "checkpoints kept)")
+
+
+def _print_failures(summary) -> None:
+    """Why trials failed, by kind, each with its error (the exception, then where it was)."""
+    failed = summary[summary["failure"].notna()] if "failure" in summary else summary.iloc[:0]
+    if failed.empty:
+        return
+    counts = failed["failure"].value_counts()
+    print("failed trials: " + ", ".join(f"{n} {kind.replace('_', ' ')}"
+                                        for kind, n in counts.items()))
+    for _, row in failed.iterrows():
+        lines = str(row["error"] or "").splitlines() or [""]
+        print(f"  {row['trial_id']} [{row['failure'].replace('_', ' ')}] {lines[0]}")
+        for line in lines[1:]:
+            print(f"      {line}")
 
 
 def _add_storage_args(parser: argparse.ArgumentParser) -> None:

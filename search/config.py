@@ -161,6 +161,11 @@ class TrainConfig(_Section):
         "fewer rows. Bounds a trial's memory on long texts (at 512 tokens, 16 rows). None: no "
         "cap (a GPU with memory to spare).",
     )
+    oom_retries: int = Field(
+        2, ge=0, description="Times a step that runs out of memory (CPU or GPU) is retried with "
+        "half the tokens per forward pass (micro-batches accumulating to the same batch) before "
+        "the trial fails as out_of_memory.",
+    )
     group_by_length: bool = Field(
         True, description="Shuffle so each training batch holds texts of similar length "
         "(windows of 50 batches sorted by length): less padding, same examples per epoch."

@@ -42,6 +42,9 @@ __all__ = [
     "prefix_cache_dir",
     "read_sweep_meta",
     "read_trials",
+    "FAILURE_KINDS",
+    "classify_failure",
+    "range_edges",
     "recorded_test_metrics",
     "results_dir",
     "results_location",
@@ -80,6 +83,7 @@ METRIC_COLUMNS = (
     "train_task_loss", "train_lm_loss", "val_loss", "val_accuracy", "val_f1_macro",
     "val_f1_worst", "score",
     "tokens_per_s", "train_time_s", "wall_time_s", "peak_rss_mib", "peak_gpu_mem_mib",
+    "oom_retries",
 )
 #: status: Tune's trial status (PENDING, RUNNING, TERMINATED, ERROR).
 #: stop_reason: a StopReason value.
@@ -225,8 +229,31 @@ def results_record(experiment_dir: str | Path) -> dict[str, Any]:
     what ``sftune results --json`` prints for scripts."""
     summary = summarize_trials(read_trials(experiment_dir))
     trials = json.loads(summary.to_json(orient="records")) if not summary.empty else []
-    return {"path": str(experiment_dir), "sweep": read_sweep_meta(experiment_dir),
-            "trials": trials}
+    meta = read_sweep_meta(experiment_dir)
+    return {"path": str(experiment_dir), "sweep": meta, "trials": trials,
+            "range_edges": range_edges(meta, summary)}
+
+
+def range_edges(meta: dict[str, Any], summary: pd.DataFrame, top: int = 3
+                ) -> list[dict[str, Any]]:
+    """The searched ranges whose best search trial sits at a bound, with a widened range to try
+    (:func:`search.space.edge_of_range`); [] without scored search trials or a readable space."""
+    from pydantic import ValidationError
+
+    from search.config import SpaceConfig
+    from search.space import edge_of_range
+
+    scored = summary[(summary["phase"] != "final") & summary["score"].notna()] \
+        if len(summary) else summary
+    raw = (meta.get("config") or {}).get("space")
+    if scored.empty or not isinstance(raw, dict):
+        return []
+    try:
+        space = SpaceConfig.model_validate(raw)
+    except ValidationError:  # a sweep written by another version
+        return []
+    rows = scored.head(top)[[c for c in PARAM_COLUMNS if c in scored]].to_dict("records")
+    return edge_of_range(space, rows[0], rows)
 
 
 def sweep_overview(experiment_dir: str | Path) -> dict[str, Any]:
@@ -274,9 +301,35 @@ def summarize_trials(frame: pd.DataFrame) -> pd.DataFrame:
     summary = summary.rename(columns={"epoch": "best_epoch"})
     summary["epochs"] = epochs.reindex(summary.index).fillna(0).astype("float64")
     summary["default_point"] = summary["default_point"].fillna(False).astype(bool)
+    summary["failure"] = [classify_failure(reason, error) for reason, error in
+                          zip(summary["stop_reason"], summary["error"], strict=True)]
     # On a tie the untuned default ranks first: the search must beat it, not match it.
     return summary.reset_index().sort_values(["score", "default_point"], ascending=False,
                                              na_position="last")
+
+
+#: Why a trial failed, from its stop reason and error text (first match wins).
+FAILURE_PATTERNS = (
+    ("out_of_memory", ("OutOfMemoryError", "out of memory", "MemoryError",
+                       "running low on memory", "std::bad_alloc")),
+    ("data", ("DataError", "UnicodeDecodeError", "ParserError", "Token indices sequence",
+              "index out of range in self", "tokenizer", "Tokenizer")),
+)
+FAILURE_KINDS = ("out_of_memory", "diverged", "data", "other")
+
+
+def classify_failure(stop_reason: Any, error: Any) -> str | None:
+    """``out_of_memory`` (CPU or GPU), ``diverged``, ``data`` (data or tokenizer errors) or
+    ``other`` for a failed trial; None for one that did not fail."""
+    if stop_reason == StopReason.DIVERGED:
+        return "diverged"
+    if stop_reason != StopReason.ERROR:
+        return None
+    text = error if isinstance(error, str) else ""
+    for kind, needles in FAILURE_PATTERNS:
+        if any(needle in text for needle in needles):
+            return kind
+    return "other"
 
 
 def describe_gain(gain: dict[str, Any]) -> str:

@@ -179,12 +179,20 @@ def _restart_from_scratch(trial) -> None:
 
 
 def _error_text(trial) -> str:
-    """The exception line of a failed trial's error file (Tune stores the full traceback)."""
+    """The exception line of a failed trial's error file (Tune stores the full traceback), then
+    the traceback's last lines above it: where it failed."""
     try:
         lines = [ln for ln in Path(trial.error_file).read_text().splitlines() if ln.strip()]
     except (OSError, TypeError):
         return "trial failed (no error file)"
-    return lines[-1][:500] if lines else "trial failed"
+    if not lines:
+        return "trial failed"
+    where = [ln.strip() for ln in lines[-1 - TRACEBACK_LINES:-1]]
+    return "\n".join([lines[-1][:500], *where])[:1000]
+
+
+#: Traceback lines kept under a failed trial's exception line (the innermost frame and its code).
+TRACEBACK_LINES = 4
 
 
 def _quiet_output() -> None:

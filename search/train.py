@@ -8,6 +8,8 @@ when a caller asks for it explicitly.
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +33,8 @@ from search.model import SFTModel, build_model, load_tokenizer
 from search.objective import MaskingSpec, joint_loss, mask_tokens, stage_at, task_loss
 from search.prefix_cache import setup_prefix_cache
 from search.results import StopReason
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DivergedError",
@@ -88,6 +92,13 @@ def lr_factor(progress: float, warmup_ratio: float) -> float:
 def evaluation_steps(eval_every: int | None, batch_size: int, steps_per_epoch: int) -> int:
     """Optimizer steps between evaluations: ``eval_every`` examples, else one epoch."""
     return max(1, round(eval_every / batch_size)) if eval_every else steps_per_epoch
+
+
+def _free_memory(device: torch.device) -> None:
+    """Drop what a failed forward pass left behind before the smaller retry."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @torch.inference_mode()
@@ -181,6 +192,9 @@ class Trainer:
             vocab_size=data.vocab_size, probability=cfg.train.mlm_probability,
         )
         self.replacement_ids = self.masking.replacement_ids()
+        #: Padded tokens per forward pass; halved on out-of-memory (_step_retrying_oom).
+        self.max_batch_tokens = cfg.train.max_batch_tokens
+        self.oom_retries = 0
         self._unlabeled = self._unlabeled_batches() if data.unlabeled is not None else None
         # cache_dir shares frozen-prefix activations between a node's trials (None: this
         # trial's memory); eval-mode only, so it draws no random numbers.
@@ -250,7 +264,7 @@ class Trainer:
         share of the rows, so the gradient is the whole batch's mean."""
         self.optimizer.zero_grad(set_to_none=True)
         rows, task_sum, lm_sum = len(batch["labels"]), 0.0, 0.0
-        for part in micro_batches(batch, self.cfg.train.max_batch_tokens):
+        for part in micro_batches(batch, self.max_batch_tokens):
             share = len(part["labels"]) / rows
             loss, task, lm = self.compute_loss(part, stage)
             if not torch.isfinite(loss):
@@ -263,6 +277,29 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
         return task_sum, lm_sum
+
+    def _step_retrying_oom(self, batch: dict[str, torch.Tensor], stage: str,
+                           lr: float) -> tuple[float, float]:
+        """:meth:`_step`, and on out-of-memory (CPU or GPU) the same step again with half the
+        tokens per forward pass, up to ``train.oom_retries`` times: its micro-batches then
+        accumulate to the same effective batch, so the trial goes on with the same update."""
+        while True:
+            try:
+                return self._step(batch, stage, lr)
+            except (torch.OutOfMemoryError, MemoryError) as err:
+                if self.oom_retries >= self.cfg.train.oom_retries:
+                    raise
+                rows, width = batch["input_ids"].shape
+                current = min(self.max_batch_tokens or rows * width, rows * width)
+                if current <= width:  # one row per pass already: nothing left to halve
+                    raise
+                self.max_batch_tokens = max(width, current // 2)
+                self.oom_retries += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                _free_memory(self.device)
+                logger.warning("out of memory (%s); retrying the step with at most %d tokens "
+                               "per forward pass (same effective batch)",
+                               str(err).splitlines()[0][:200], self.max_batch_tokens)
 
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator[dict[str, torch.Tensor]]:
         """Epoch ``epoch``'s (0-based) batches on the trainer's device, minus the first ``skip``.
@@ -308,7 +345,7 @@ class Trainer:
             metrics = evaluate_split(
                 self.task_logits, split, batch_size=self.cfg.train.eval_batch_size,
                 pad_id=self.data.pad_id, device=self.device, num_labels=len(self.data.label_names),
-                max_tokens=self.cfg.train.max_batch_tokens,
+                max_tokens=self.max_batch_tokens,
             )
         self.model.train()
         return metrics
@@ -373,7 +410,8 @@ class Trainer:
             share = state.share(self.total_steps, time_limit, ahead=1)  # this step's end
             lr = self.params.lr * lr_factor(share, self.params.warmup_ratio)
             try:
-                window.add(batch, stage, *self._step(batch, stage, lr))
+                losses = self._step_retrying_oom(batch, stage, lr)
+                window.add(batch, stage, *losses)
             except DivergedError as err:
                 result.stop_reason, result.message = StopReason.DIVERGED, str(err)
                 return result
@@ -397,6 +435,7 @@ class Trainer:
             "examples": state.step * self.params.batch_size, "step": state.step,
             "progress": state.share(self.total_steps, self.cfg.train.time_limit_s),
             "lr": lr, "prefix_cache": self.prefix_cache is not None,
+            "oom_retries": self.oom_retries,
             **window.summary(), **self._peak_memory(),
         }
         val = self.evaluate(self.data.validation)

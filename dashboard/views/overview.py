@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import loaders
 from dashboard.views.common import Context, load_selected, show_empty_sweep
-from search.results import describe_gain
+from search.results import describe_gain, range_edges
 
 __all__ = ["render"]
 
@@ -14,6 +14,9 @@ _TABLE = {
     "trial_id": st.column_config.TextColumn("trial", pinned=True),
     "phase": st.column_config.TextColumn("phase"),
     "status_label": st.column_config.TextColumn("status", width="medium"),
+    "failure": st.column_config.TextColumn(
+        "failure", help="why it failed: out_of_memory, diverged, data (data or tokenizer), "
+        "other; the status column has the error"),
     "score": st.column_config.NumberColumn("best metric", format="%.4f"),
     "alpha": st.column_config.NumberColumn("α", format="%.3g"),
     "lr": st.column_config.NumberColumn("lr", format="%.2e"),
@@ -39,6 +42,7 @@ def render(ctx: Context) -> None:
     if show_empty_sweep(sweep, ctx):
         return
     _best_card(sweep)
+    _range_edges(sweep)
     _trial_table(sweep)
 
 
@@ -77,6 +81,14 @@ def _best_card(sweep: loaders.Sweep) -> None:
             _bullets(card["test"]) if card["test"] else "not evaluated yet: run `sftune best`"))
         if card["tuning_gain"]:
             st.markdown(f"**What tuning bought:** {describe_gain(card['tuning_gain'])}.")
+
+
+def _range_edges(sweep: loaders.Sweep) -> None:
+    edges = range_edges(sweep.meta, sweep.table)
+    if edges:
+        st.warning("**The best trials sit at the edge of a searched range**; the optimum may lie "
+                   "past it. Re-run with the widened range (`sftune sweep --set ...`):\n\n"
+                   + "\n".join(f"- {edge['message']}" for edge in edges))
 
 
 def _bullets(values: dict) -> str:

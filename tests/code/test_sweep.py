@@ -162,11 +162,17 @@ def test_raising_and_diverging_trials_are_recorded_and_the_sweep_completes(
     errored = summary[summary["frozen_depth"] == 0]
     assert (errored["status"] == "ERROR").all()
     assert errored["error"].str.contains("simulated out of memory").all()
+    # Classified, with where it failed: the exception line, then the traceback's last lines.
+    assert (errored["failure"] == "out_of_memory").all()
+    assert errored["error"].map(lambda e: e.splitlines()[0].startswith("MemoryError") and
+                                "_faulty_trial" in e).all()
     diverged = summary[summary["frozen_depth"] == 2]
     assert (diverged["stop_reason"] == "diverged").all()
     assert diverged["error"].str.contains("diverged").all()
+    assert (diverged["failure"] == "diverged").all()
     healthy = summary[summary["frozen_depth"] == 1]
     assert (healthy["stop_reason"] == "completed").all() and healthy["score"].notna().all()
+    assert healthy["failure"].isna().all()
     assert read_sweep_meta(path)["status"] == "finished"
 
 

@@ -110,3 +110,16 @@ def write_corrupt(storage: Path, name: str = "broken") -> Path:
 
 #: --set overrides that give a config the space the synthetic and tiny sweeps are drawn from.
 SPACE_OVERRIDES = [f"space.{name}={value}" for name, value in SYNTHETIC_SPACE.items()]
+
+
+def write_edge(storage: Path, name: str = "edge") -> Path:
+    """A finished sweep whose best trials sit at the top of the lr range [2e-5, 3e-4] (log) and
+    at the bottom of dropout's [0, 0.2] (a hard limit, so not an edge to widen past)."""
+    path = storage / name
+    rows = [_row("e_top", "TERMINATED", "completed", 1, 0.86, lr=2.9e-4),
+            _row("e_second", "TERMINATED", "completed", 1, 0.84, lr=2.6e-4),
+            _row("e_low", "TERMINATED", "completed", 1, 0.70, lr=3e-5)]
+    frame = pd.DataFrame(rows).assign(dropout=0.0)
+    write_trials(path, frame)
+    write_sweep_meta(path, meta(name, num_samples=3))
+    return path

@@ -134,6 +134,16 @@ def test_the_app_reads_its_sweeps_from_a_bucket(open_app, storage, bucket):
     assert set(listing["name"]) == {"tiny", "live", "just-started", "broken"}
 
 
+def test_overview_says_when_the_best_trials_sit_at_the_edge_of_a_range(open_app, tmp_path,
+                                                                       storage):
+    builders.write_edge(tmp_path)
+    at = open_app(tmp_path, page="overview")
+    [warning] = at.warning
+    assert "edge of a searched range" in warning.value
+    assert "lr: the best trial's 0.00029 sits at the high end" in warning.value
+    assert not open_app(storage, page="overview").warning  # tiny's best lr is mid-range
+
+
 def test_per_class_page_shows_where_the_best_trial_fails_and_how_two_trials_differ(
     open_app, storage
 ):

@@ -223,3 +223,54 @@ def test_micro_batches_under_a_token_cap_give_the_whole_batch_update(
     # Evaluation batches shrink to the cap instead (rows x longest row).
     for batch in iter_batches(data.validation, 32, data.pad_id, by_length=True, max_tokens=40):
         assert batch["input_ids"].numel() <= 40 or len(batch["labels"]) == 1
+
+
+def _oom_above(tokens: int):
+    """A Trainer whose forward pass runs out of memory on more than ``tokens`` padded tokens
+    (memory grows with rows x length)."""
+
+    class Tight(Trainer):
+        def compute_loss(self, batch, stage):
+            if batch["input_ids"].numel() > tokens:
+                raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+            return super().compute_loss(batch, stage)
+
+    return Tight
+
+
+def test_an_out_of_memory_step_retries_with_half_the_tokens_and_the_same_batch(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "space.joint_epochs=0", "train.epochs=1",
+                      "train.oom_retries=3")
+    trainer = _oom_above(48)(cfg=cfg, params=cfg.default_params(), data=tiny_data(cfg),
+                             model_dir=tiny_model_dir, workdir=tmp_path / "a")
+    result = trainer.fit()  # batches of 8 rows x up to 16 tokens: halved until they fit
+    retries = result.history[-1]["oom_retries"]
+    assert result.stop_reason == "completed" and 1 <= retries <= 3
+    assert trainer.max_batch_tokens <= 48 and result.best["val_accuracy"] > 0.6
+    # Out of retries, the error is the trial's: classified as out of memory in the results.
+    from search.results import classify_failure
+
+    one = tiny_config(tiny_model_dir, reviews_csv, "space.joint_epochs=0", "train.oom_retries=1")
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        _oom_above(8)(cfg=one, params=one.default_params(), data=tiny_data(one),
+                      model_dir=tiny_model_dir, workdir=tmp_path / "b").fit()
+    assert classify_failure("error", f"OutOfMemoryError: {caught.value}") == "out_of_memory"
+
+
+@pytest.mark.parametrize(("reason", "error", "kind"), [
+    ("error", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+    ("error", "ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on "
+              "memory.", "oom"),
+    ("error", "IndexError: index out of range in self", "data"),
+    ("error", "search.sources.DataError: data.csv: row 4: text is empty", "data"),
+    ("error", "ValueError: something else\n  File x.py, line 3, in f", "other"),
+    ("diverged", "diverged: loss is nan (non-finite)", "diverged"),
+    ("completed", None, None),
+])
+def test_failures_are_classified(reason, error, kind):
+    from search.results import classify_failure
+
+    expected = {"oom": "out_of_memory"}.get(kind, kind)
+    assert classify_failure(reason, error) == expected
