@@ -227,7 +227,8 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
         path = run_sweep(cfg, name="quality")
         best = export_best(path)
         summary = summarize_trials(read_trials(path))
-    search = summary[summary["phase"] != "final"]
+        selection = _selection(path, cfg.tune.min_improvement)
+    search = summary[summary["phase"] == "search"]
     majority = _val_majority(cfg)
     at_majority = search["val_accuracy"] <= majority + 1e-9
     gain = best.get("tuning_gain") or {}
@@ -239,7 +240,26 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
             "chosen": {k: summary[summary["trial_id"] == best["trial_id"]].iloc[0][k]
                        for k in ("lr", "frozen_depth", "joint_epochs", "alpha", "weight_decay",
                                  "dropout", "epochs")},
-            "stop_reasons": search["stop_reason"].value_counts().to_dict()}
+            "stop_reasons": search["stop_reason"].value_counts().to_dict(), **selection}
+
+
+def _selection(path: str, min_improvement: float) -> dict[str, Any]:
+    """What the finalist step did: the search's own pick (best score, or the default under
+    tune.min_improvement, as without finalists) against the finalists' pick."""
+    from search.results import read_sweep_meta
+
+    source = read_sweep_meta(path).get("final_source") or {}
+    finalists = source.get("finalists") or []
+    if not finalists:
+        return {"finalists": 0}
+    by_search = max(finalists, key=lambda f: f["search_score"])
+    default = [f for f in finalists if f["default_point"]]
+    if default and by_search["search_score"] < default[0]["search_score"] + min_improvement:
+        by_search = default[0]
+    return {"finalists": len(finalists), "finalist_changed_winner":
+            source.get("trial_id") != by_search["trial_id"],
+            "finalists_not_reproducible": sum(not f["reproducible"] for f in finalists),
+            "finalist_table": finalists}
 
 
 def _val_majority(cfg) -> float:

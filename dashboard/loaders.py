@@ -23,6 +23,7 @@ from search.results import (
     TRIALS_FILE,
     ResultsError,
     StopReason,
+    finalist_summary,
     pick_best,
     read_sweep_meta,
     read_trials,
@@ -45,6 +46,7 @@ __all__ = [
     "headline",
     "is_running",
     "load_sweep",
+    "finalists",
     "per_class",
     "per_class_difference",
     "sweep_row",
@@ -264,6 +266,14 @@ def per_class(sweep: Sweep, trial_id: str, split: str = "validation"
     confusion = pd.DataFrame(record["confusion"], index=pd.Index(record["labels"], name="true"),
                              columns=pd.Index(record["labels"], name="predicted"))
     return per_class_table(record), confusion
+
+
+def finalists(sweep: Sweep) -> pd.DataFrame:
+    """The finalists re-run with more seeds, ranked as the sweep ranked them
+    (:func:`search.results.finalist_summary`); empty when it ran none."""
+    tune_cfg = (sweep.meta.get("config") or {}).get("tune") or {}
+    return finalist_summary(sweep.trials, choice=tune_cfg.get("finalist_choice", "mean"),
+                            margin=tune_cfg.get("reproducibility_margin", 0.02))
 
 
 def per_class_difference(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:

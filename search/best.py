@@ -21,6 +21,7 @@ from search.results import (
     read_sweep_meta,
     read_trials,
     recorded_test_metrics,
+    search_rows,
     summarize_trials,
     update_sweep_meta,
 )
@@ -107,8 +108,10 @@ def export_best(experiment_dir: str | Path, target: str | Path | None = None,
     gain = tuning_gain(experiment_dir, cfg) if trial_id is None else None
     target = storage.root(str(target) if target else storage.join(experiment_dir, "export"))
     meta = read_sweep_meta(experiment_dir)
+    # The final trial's configuration and how it was chosen: the finalists' seeds and spread.
+    selection = meta.get("final_source") if row["phase"] == "final" else None
     _export(storage.local_copy(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
-            trial_id=row["trial_id"], tuning_gain=gain)
+            trial_id=row["trial_id"], tuning_gain=gain, selection=selection)
     if trial_id is None:
         update_sweep_meta(experiment_dir, export_dir=target, tuning_gain=gain)
     return {"trial_id": row["trial_id"], "phase": row["phase"], "score": float(row["score"]),
@@ -146,7 +149,8 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     None when the default trial is missing or lost its checkpoint (a resumed old sweep).
     """
     summary = summarize_trials(read_trials(experiment_dir))
-    search = summary[(summary["phase"] != "final") & summary["score"].notna()]
+    search = search_rows(summary)
+    search = search[search["score"].notna()]
     default = search[search["default_point"]]
     if search.empty or default.empty or not _has_checkpoint(default.iloc[0]):
         return None

@@ -7,18 +7,20 @@ data and the recorded trials, so they are tested without Ray.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from search.config import AppConfig
 from search.data import PreparedData, subset
-from search.results import read_trials, summarize_trials
+from search.results import finalist_summary, read_trials, search_rows, summarize_trials
 from search.space import default_point, type_for
 
 __all__ = [
     "EXPORT_RESERVE_S",
     "FINAL_MIN_S",
     "choose_final",
+    "finalist_runs",
     "final_config",
     "search_budget",
     "search_setup",
@@ -75,21 +77,64 @@ def final_config(cfg: AppConfig, started: float, cpus: float) -> AppConfig:
 
 
 def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
-    """Which search trial's configuration the final trial trains: the best one, unless it beats
-    the untuned default by less than ``tune.min_improvement`` (then the default's), or the
-    default point when no search trial was evaluated in time."""
+    """Which search trial's configuration the final trial trains: the best one (by its
+    finalists' seed-mean or lower bound when finalists ran, else by its search score), unless
+    it beats the untuned default by less than ``tune.min_improvement`` (then the default's), or
+    the default point when no search trial was evaluated in time."""
     frame = read_trials(path)
-    search = summarize_trials(frame[frame["phase"] != "final"])
+    search = summarize_trials(search_rows(frame))
     search = search[search["score"].notna()]
     if search.empty:  # the budget ran out before any evaluation: train the untuned default
         return {"trial_id": None, "params": default_point(cfg),
                 "reason": "untuned default: no search trial finished an evaluation"}
-    best, default = search.iloc[0], search[search["default_point"]]
-    reason = "best search trial"
-    if len(default) and best["score"] < default.iloc[0]["score"] + cfg.tune.min_improvement:
+    finalists = finalist_summary(frame, choice=cfg.tune.finalist_choice,
+                                 margin=cfg.tune.reproducibility_margin)
+    ranked, stat, what = search, "score", "search score"
+    if not finalists.empty:
+        ranked = finalists.merge(search.drop(columns="default_point"), on="trial_id")
+        stat, what = cfg.tune.finalist_choice, f"finalists' {cfg.tune.finalist_choice}"
+    best, default = ranked.iloc[0], ranked[ranked["default_point"]]
+    reason = f"best {what}"
+    if len(default) and best[stat] < default.iloc[0][stat] + cfg.tune.min_improvement:
         if best["trial_id"] != default.iloc[0]["trial_id"]:
-            reason = (f"untuned default: the best trial's lead ({best['score']:.4f} vs "
-                      f"{default.iloc[0]['score']:.4f}) is under tune.min_improvement")
+            reason = (f"untuned default: the best trial's lead ({what} {best[stat]:.4f} vs "
+                      f"{default.iloc[0][stat]:.4f}) is under tune.min_improvement")
         best = default.iloc[0]
-    return {"trial_id": best["trial_id"], "reason": reason,
-            "params": {name: type_for(name)(best[name]) for name in cfg.space.searched()}}
+    choice = {"trial_id": best["trial_id"], "reason": reason,
+              "params": {name: type_for(name)(best[name]) for name in cfg.space.searched()}}
+    if not finalists.empty:
+        choice["finalists"] = json.loads(finalists.to_json(orient="records"))
+    return choice
+
+
+def finalist_runs(cfg: AppConfig, path: str, left_s: float | None) -> list[dict[str, Any]]:
+    """The re-runs of the finalist phase: the top ``tune.finalists`` search trials, each with
+    ``tune.finalist_seeds`` new seeds. With a budget they may take at most half of the
+    ``left_s`` seconds left (the final trial keeps the rest): seeds are cut first, then
+    finalists, judged by how long the search's trials took; fewer than two finalists with one
+    seed each are not worth running."""
+    if not cfg.tune.finalists or cfg.tune.search_examples is None:
+        return []
+    search = summarize_trials(search_rows(read_trials(path)))
+    search = search[search["score"].notna()]
+    finalists, seeds = min(cfg.tune.finalists, len(search)), cfg.tune.finalist_seeds
+    if left_s is not None:
+        fits = _runs_that_fit(cfg, path, left_s / 2)
+        while finalists * seeds > fits and seeds > 1:
+            seeds -= 1
+        finalists = min(finalists, fits // seeds)
+    if finalists < 2:
+        return []
+    return [{**{name: type_for(name)(row[name]) for name in cfg.space.searched()},
+             "seed": cfg.train.seed + offset, "finalist_of": row["trial_id"]}
+            for _, row in search.head(finalists).iterrows() for offset in range(1, seeds + 1)]
+
+
+def _runs_that_fit(cfg: AppConfig, path: str, seconds: float) -> int:
+    """How many search-fidelity runs fit in ``seconds`` on the search's lanes, judged by the
+    slowest completed search trial (a re-run sees the same data, so it takes as long)."""
+    frame = search_rows(read_trials(path))
+    took = frame.groupby("trial_id")["wall_time_s"].max().dropna()
+    if took.empty:
+        return 0
+    return int(seconds // float(took.max())) * cfg.tune.max_concurrent_trials

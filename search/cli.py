@@ -129,7 +129,8 @@ def _print_results(path: str, top: int) -> None:
     from search.results import range_edges, read_sweep_meta, read_trials, summarize_trials
 
     meta = read_sweep_meta(path)
-    summary = summarize_trials(read_trials(path))
+    frame = read_trials(path)
+    summary = summarize_trials(frame)
     columns = ["trial_id", "phase", "status", "stop_reason", "score", "best_epoch", "epochs",
                "alpha", "lr", "frozen_depth", "weight_decay", "dropout", "joint_epochs",
                "val_f1_macro"]
@@ -137,12 +138,32 @@ def _print_results(path: str, top: int) -> None:
           f"({(summary['status'] == 'ERROR').sum()} errored), metric {meta['metric']}")
     if not summary.empty:
         print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _print_finalists(meta, frame)
     _print_failures(summary)
     for edge in range_edges(meta, summary):  # the optimum may lie past a searched bound
         print(f"edge of range: {edge['message']}")
     kept = summary["checkpoint"].map(lambda c: isinstance(c, str)).sum()
     print(f"disk: {storage.total_size(path) / 2**20:.1f} MiB under {path} ({kept} trial "
           "checkpoints kept)")
+
+
+def _print_finalists(meta: dict, frame) -> None:
+    """The finalists re-run with more seeds: mean ± sd over their runs, and which reproduced."""
+    from search.results import finalist_summary
+
+    tune_cfg = (meta.get("config") or {}).get("tune") or {}
+    table = finalist_summary(frame, choice=tune_cfg.get("finalist_choice", "mean"),
+                             margin=tune_cfg.get("reproducibility_margin", 0.02))
+    if table.empty:
+        return
+    print(f"finalists (ranked by {tune_cfg.get('finalist_choice', 'mean')} over the search run "
+          "and the new seeds):")
+    for _, f in table.iterrows():
+        flag = "" if f["reproducible"] else "  NOT REPRODUCIBLE: its new seeds fell short"
+        scores = ", ".join(f"{s:.4f}" for s in f["scores"])
+        print(f"  {f['trial_id']}{' (default)' if f['default_point'] else ''}: "
+              f"{f['mean']:.4f} ± {f['sd']:.4f} (search {f['search_score']:.4f}; seeds "
+              f"{', '.join(map(str, f['seeds']))}: {scores}){flag}")
 
 
 def _print_failures(summary) -> None:

@@ -360,6 +360,24 @@ class TuneConfig(_Section):
         0.4, gt=0, lt=1, description="Share of time_budget_s given to the search when a final "
         "trial follows it.",
     )
+    finalists: int = Field(
+        3, ge=0, description="After the search, the top this many configurations are trained "
+        "again with tune.finalist_seeds more seeds (at the search's fidelity, inside the "
+        "budget), and the final trial takes the one with the best seed-mean; 0: the best "
+        "search score alone decides (needs tune.search_examples).",
+    )
+    finalist_seeds: int = Field(
+        2, ge=1, description="Extra seeds (train.seed + 1, + 2, ...) each finalist is re-run "
+        "with; its score is the mean over them and its search run.",
+    )
+    finalist_choice: Literal["mean", "lcb"] = Field(
+        "mean", description="How finalists are ranked: `mean` of their runs, or `lcb`, a lower "
+        "confidence bound (mean minus one standard deviation), which prefers steady ones.",
+    )
+    reproducibility_margin: float = Field(
+        0.02, ge=0, description="A finalist whose new seeds' mean falls more than this below "
+        "its search score is flagged not reproducible (a lucky draw).",
+    )
     storage_path: str = Field(
         "runs", description="Local dir (default) or s3:// / gs:// / NFS URI shared by all nodes."
     )

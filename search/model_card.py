@@ -42,7 +42,21 @@ def _evaluation(meta: dict[str, Any]) -> str:
         text += (f"\n\nWhat the search bought over the untuned default point, both at search "
                  f"fidelity on the test split: {100 * gain['gain_accuracy']:+.1f} accuracy "
                  f"points ({gain['tuned_accuracy']:.3f} against {gain['default_accuracy']:.3f}).")
-    return text
+    return text + _selection(meta.get("selection") or {})
+
+
+def _selection(selection: dict[str, Any]) -> str:
+    """How the configuration was chosen, when finalists were re-run with more seeds."""
+    chosen = [f for f in selection.get("finalists") or []
+              if f.get("trial_id") == selection.get("trial_id")]
+    if not chosen:
+        return ""
+    f = chosen[0]
+    seeds = ", ".join(str(s) for s in f["seeds"])
+    flag = "" if f["reproducible"] else " It did **not** reproduce its search score."
+    return (f"\n\nChosen among {len(selection['finalists'])} finalists re-run with more seeds "
+            f"({selection['reason']}): validation {f['mean']:.3f} ± {f['sd']:.3f} over its "
+            f"search run and seeds {seeds}, at the search's fidelity.{flag}")
 
 
 def render_card(meta: dict[str, Any], name: str) -> str:
@@ -91,6 +105,7 @@ from transformers import pipeline
 
 classifier = pipeline("text-classification", model="PATH_OR_HUB_ID")
 classifier("A gem of a film.")
+# a model trained on text pairs: classifier({"text": "...", "text_pair": "..."})
 ```
 
 or serve it over HTTP: `sftune serve --model PATH`. The weights are safetensors only.

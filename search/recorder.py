@@ -26,6 +26,7 @@ from search.results import (
     StopReason,
     read_trials,
     results_location,
+    search_rows,
     summarize_trials,
     sweep_name,
     write_trials,
@@ -122,12 +123,13 @@ class ResultsRecorder:
     def _prune_checkpoints(self) -> None:
         """Keep checkpoints of the top-k finished search trials; running trials, the final
         trial and the untuned default (the baseline the tuning gain is measured against) keep
-        theirs."""
+        theirs. A finalist's re-run keeps none once finished: only its score is used."""
         summary = summarize_trials(self._frame())
-        search = summary[summary["phase"] != "final"]
+        search = search_rows(summary)
         finished = search.iloc[self.keep_checkpoints:]
         finished = finished[finished["status"].isin(_FINISHED) & ~finished["default_point"]]
-        doomed = finished["trial_id"]
+        reruns = summary[(summary["phase"] == "finalist") & summary["status"].isin(_FINISHED)]
+        doomed = pd.concat([finished["trial_id"], reruns["trial_id"]])
         for trial_id in doomed:
             path = self._checkpoints.get(trial_id)
             if path:
@@ -191,7 +193,7 @@ def _fill_optuna_study(experiment_dir: str, cfg: AppConfig, url: str) -> None:
                                 direction="maximize")
     space = optuna_space(cfg)
     frame = read_trials(experiment_dir)
-    frame = frame[frame["phase"] != "final"]  # the final trial is not a point of the search
+    frame = search_rows(frame)  # finalists' re-runs and the final trial are not new points
     for _, trial in summarize_trials(frame).iterrows():
         params = {k: _native(trial[k], space[k]) for k in space if k in PARAM_COLUMNS}
         ok = trial["status"] == "TERMINATED" and not pd.isna(trial["score"])

@@ -44,7 +44,9 @@ __all__ = [
     "read_trials",
     "FAILURE_KINDS",
     "classify_failure",
+    "finalist_summary",
     "range_edges",
+    "search_rows",
     "recorded_test_metrics",
     "results_dir",
     "results_location",
@@ -92,9 +94,10 @@ METRIC_COLUMNS = (
 #: epoch: epochs done at the evaluation (fractional: evaluations can fall mid-epoch);
 #: examples: training examples seen by then (ASHA's time axis).
 #: node: the id of the Ray node the evaluation ran on (a retried trial can move to another).
+#: seed, finalist_of: a finalist's re-run: its train.seed and the search trial it re-runs.
 TRIAL_COLUMNS = (
     "trial_id", "phase", "default_point", "status", "stop_reason", "error", "epoch", "examples",
-    "stage", "node",
+    "stage", "node", "seed", "finalist_of",
     *PARAM_COLUMNS, *METRIC_COLUMNS, "val_per_class", "checkpoint", "timestamp",
 )
 #: val_per_class: JSON of the evaluation's precision, recall, F1 and support per label and its
@@ -243,8 +246,8 @@ def range_edges(meta: dict[str, Any], summary: pd.DataFrame, top: int = 3
     from search.config import SpaceConfig
     from search.space import edge_of_range
 
-    scored = summary[(summary["phase"] != "final") & summary["score"].notna()] \
-        if len(summary) else summary
+    scored = search_rows(summary)
+    scored = scored[scored["score"].notna()] if len(scored) else scored
     raw = (meta.get("config") or {}).get("space")
     if scored.empty or not isinstance(raw, dict):
         return []
@@ -318,6 +321,15 @@ FAILURE_PATTERNS = (
 FAILURE_KINDS = ("out_of_memory", "diverged", "data", "other")
 
 
+#: Phases whose trials are not points the search sampled.
+NOT_SEARCH = ("final", "finalist")
+
+
+def search_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the search's own trials (not the finalists' re-runs, not the final trial)."""
+    return frame[~frame["phase"].isin(NOT_SEARCH)] if "phase" in frame else frame
+
+
 def classify_failure(stop_reason: Any, error: Any) -> str | None:
     """``out_of_memory`` (CPU or GPU), ``diverged``, ``data`` (data or tokenizer errors) or
     ``other`` for a failed trial; None for one that did not fail."""
@@ -330,6 +342,36 @@ def classify_failure(stop_reason: Any, error: Any) -> str | None:
         if any(needle in text for needle in needles):
             return kind
     return "other"
+
+
+def finalist_summary(frame: pd.DataFrame, *, choice: str = "mean",
+                     margin: float = 0.02) -> pd.DataFrame:
+    """One row per finalist (a search trial re-run with more seeds), best first by ``choice``
+    (``mean`` or ``lcb``, mean minus one sd): its search score, the new seeds and their scores,
+    the mean and sd over all its runs, and whether it reproduced (the new seeds' mean within
+    ``margin`` of its search score). Empty when the sweep ran no finalists."""
+    summary = summarize_trials(frame)
+    reruns = summary[(summary["phase"] == "finalist") & summary["score"].notna()] \
+        if len(summary) else summary
+    if reruns.empty:
+        return pd.DataFrame(columns=["trial_id", "search_score", "seeds", "scores", "mean", "sd",
+                                     "lcb", "new_mean", "reproducible", "default_point"])
+    searched = summary.set_index("trial_id")
+    rows = []
+    for trial_id, group in reruns.groupby("finalist_of", sort=False):
+        original = float(searched.loc[trial_id, "score"])
+        new = [float(v) for v in group.sort_values("seed")["score"]]
+        runs = pd.Series([original, *new])
+        sd = float(runs.std(ddof=1)) if len(runs) > 1 else 0.0
+        rows.append({"trial_id": trial_id, "search_score": original,
+                     "seeds": [int(s) for s in group.sort_values("seed")["seed"]],
+                     "scores": new, "mean": float(runs.mean()), "sd": sd,
+                     "lcb": float(runs.mean()) - sd, "new_mean": float(pd.Series(new).mean()),
+                     "reproducible": bool(pd.Series(new).mean() >= original - margin),
+                     "default_point": bool(searched.loc[trial_id, "default_point"])})
+    table = pd.DataFrame(rows)
+    # On a tie the untuned default ranks first, as in the search's own table.
+    return table.sort_values([choice, "default_point"], ascending=False).reset_index(drop=True)
 
 
 def describe_gain(gain: dict[str, Any]) -> str:

@@ -24,7 +24,14 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search import storage
-from search.budget import choose_final, final_config, search_budget, search_setup
+from search.budget import (
+    EXPORT_RESERVE_S,
+    choose_final,
+    final_config,
+    finalist_runs,
+    search_budget,
+    search_setup,
+)
 from search.config import AppConfig, TrialParams, build_config, is_point
 from search.data import PreparedData, prepare_data
 from search.head_init import ProbeHead, probe_for_config
@@ -60,11 +67,15 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
     """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
     from search.train import Trainer
 
+    seed = config.get("seed")
     # A reused worker starts its next trial only once this one's thread has ended, and Tune
     # gives that 2 s by default, after which the next trial errors ("Could not re-use actor").
     # With a bucket the last report's checkpoint upload can take longer: measured on the
     # bucket test, one trial in three was lost that way. Read by Tune in this process.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(REUSE_WAIT_S))
+    config = {k: v for k, v in config.items() if k not in FINALIST_KEYS}
+    if seed is not None:  # a finalist's re-run: the same configuration, another seed
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": int(seed)})})
     params = TrialParams.from_values({**fixed, **config})
     context = tune.get_context()
     workdir = Path(context.get_trial_dir()).resolve()
@@ -344,6 +355,10 @@ def _restored_tuner(path: str, trainable):
                               resume_errored=True)
 
 
+#: Keys of a finalist's re-run that are not params: its seed, the search trial it re-runs, and
+#: its index in the phase's grid.
+FINALIST_KEYS = ("seed", "finalist_of", "finalist_run")
+FINALISTS_DIRNAME = "finalists"
 #: Trials still running this far past the search's budget (as a multiple of it) are stopped.
 STRAGGLER_FACTOR = 1.25
 FINAL_DIRNAME = "final"
@@ -368,6 +383,46 @@ def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: Results
         tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data,
                            search_budget(cfg))
     tuner.fit()
+
+
+def _run_finalists(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
+                   trial_fn: Callable[..., None], started: float, head: ProbeHead | None) -> None:
+    """Re-run the top search configurations with more seeds, at the search's fidelity and on
+    its lanes (:func:`search.budget.finalist_runs` says which, and how many the budget
+    allows), so the final trial takes a configuration that wins on average, not by luck."""
+    path, root = results_path(cfg, name), experiment_path(cfg, name)
+    finalists_dir = f"{root.rstrip('/')}/{FINALISTS_DIRNAME}"
+    search_cfg, search_data = search_setup(cfg, data)
+    trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="finalist",
+                                 head=head)
+    recorder.phase = "finalist"
+    if tune.Tuner.can_restore(finalists_dir):
+        _restored_tuner(finalists_dir, trainable).fit()
+        return
+    left = None if cfg.tune.time_budget_s is None else \
+        cfg.tune.time_budget_s - (time.time() - started) - EXPORT_RESERVE_S
+    runs = finalist_runs(cfg, path, left)
+    if not runs:
+        log.warning("finalists: none (tune.finalists=0, or no time left for two re-runs)")
+        return
+    log.warning("finalists: %d configurations x %d seeds", len({r["finalist_of"] for r in runs}),
+                len(runs) // len({r["finalist_of"] for r in runs}))
+    update_sweep_meta(path, phase="finalists")
+    run_config = _run_config(search_cfg, FINALISTS_DIRNAME, recorder, storage=root, sweep=name,
+                             phase="finalist")
+    tuner = tune.Tuner(trainable, param_space=_grid(runs), run_config=run_config,
+                       tune_config=tune.TuneConfig(
+                           num_samples=1, max_concurrent_trials=cfg.tune.max_concurrent_trials,
+                           reuse_actors=True))
+    tuner.fit()
+
+
+def _grid(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A param space whose grid is exactly ``runs`` (every key follows the run's index)."""
+    space: dict[str, Any] = {"finalist_run": tune.grid_search(list(range(len(runs))))}
+    for key in runs[0]:
+        space[key] = tune.sample_from(lambda spec, key=key: runs[spec.config.finalist_run][key])
+    return space
 
 
 def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
@@ -435,9 +490,12 @@ def run_sweep(
     update_sweep_meta(path, status="running", resumed=resume or None,
                       head=head.describe() if head else {"head_init": "random"})
     try:
-        if not resume or read_sweep_meta(path).get("phase", "search") == "search":
+        phase = read_sweep_meta(path).get("phase", "search") if resume else "search"
+        if phase == "search":
             _run_search(cfg, data, name, recorder, trial_fn, resume, head)
         if cfg.tune.search_examples is not None:
+            if phase in ("search", "finalists"):
+                _run_finalists(cfg, data, name, recorder, trial_fn, started, head)
             _run_final(cfg, data, name, recorder, trial_fn, started, head)
     except KeyboardInterrupt:
         update_sweep_meta(path, status="interrupted", ended_at=time.time())

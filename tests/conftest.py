@@ -75,6 +75,7 @@ def tiny_config(model_dir: Path, data_path: Path, *overrides: str):
         "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=32",
         "space.alpha=1", "space.lr=0.003", "space.frozen_depth=0", "space.dropout=0",
         "space.weight_decay=0.01", "space.joint_epochs=1",
+        "tune.finalists=0",  # tests that re-run finalists ask for them
     ]
     return load_config(None, base + list(overrides))
 

@@ -43,6 +43,7 @@ def render(ctx: Context) -> None:
         return
     _best_card(sweep)
     _range_edges(sweep)
+    _finalists(sweep)
     _trial_table(sweep)
 
 
@@ -81,6 +82,26 @@ def _best_card(sweep: loaders.Sweep) -> None:
             _bullets(card["test"]) if card["test"] else "not evaluated yet: run `sftune best`"))
         if card["tuning_gain"]:
             st.markdown(f"**What tuning bought:** {describe_gain(card['tuning_gain'])}.")
+
+
+def _finalists(sweep: loaders.Sweep) -> None:
+    table = loaders.finalists(sweep)
+    if table.empty:
+        return
+    st.header("Finalists")
+    st.caption("The top search configurations re-run with more seeds at the search's fidelity; "
+               "the final trial trains the best by mean (or lower bound) of its runs. A "
+               "finalist whose new seeds fell short of its search score did not reproduce.")
+    shown = table.assign(seeds=table["seeds"].map(lambda s: ", ".join(map(str, s))),
+                         scores=table["scores"].map(lambda s: ", ".join(f"{v:.4f}" for v in s)))
+    st.dataframe(shown, hide_index=True, key="finalists_table", column_config={
+        "trial_id": "trial", "mean": st.column_config.NumberColumn("mean", format="%.4f"),
+        "sd": st.column_config.NumberColumn("sd", format="%.4f"),
+        "lcb": st.column_config.NumberColumn("mean − sd", format="%.4f"),
+        "search_score": st.column_config.NumberColumn("search score", format="%.4f"),
+        "new_mean": st.column_config.NumberColumn("new seeds' mean", format="%.4f"),
+        "seeds": "new seeds", "scores": "their scores", "reproducible": "reproduced",
+        "default_point": "untuned default"})
 
 
 def _range_edges(sweep: loaders.Sweep) -> None:

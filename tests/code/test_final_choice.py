@@ -71,3 +71,60 @@ def test_the_gain_sentence_states_both_scores_and_the_points_between_them():
                           "gain_accuracy": 0.023, "gain_f1_macro": -0.004})
     assert "+2.3 test accuracy points (0.7900 vs 0.7670" in text
     assert "-0.4 macro-F1 points" in text and "2,000 training examples" in text
+
+
+def _with_wall_times(tmp_path, seconds: float, trials: int = 4) -> str:
+    rows = [{"trial_id": f"t{i}", "phase": "search", "default_point": i == 0,
+             "status": "TERMINATED", "epoch": 1.0, "examples": 64, "lr": 0.001 * (i + 1),
+             "val_accuracy": 0.8 - 0.01 * i, "score": 0.8 - 0.01 * i, "wall_time_s": seconds}
+            for i in range(trials)]
+    write_trials(tmp_path, pd.DataFrame(rows))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(("left_s", "finalists", "seeds"), [
+    (None, 3, 2),   # no budget: all of them
+    (480, 3, 2),    # half of 480 s = 240 s: 4 waves of 60 s x 2 lanes = 8 runs >= 6
+    (300, 3, 1),    # 150 s: 2 waves x 2 lanes = 4 runs: one seed each for the 3
+    (180, 2, 1),    # 90 s: 1 wave x 2 lanes = 2 runs: the top 2, one seed each
+    (100, 0, 0),    # 50 s: not one run fits: no finalists
+])
+def test_finalists_take_at_most_half_of_what_the_search_left(
+    tiny_model_dir, reviews_csv, tmp_path, left_s, finalists, seeds
+):
+    from search.budget import finalist_runs
+
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "tune.search_examples=64",
+                      "tune.finalists=3", "tune.finalist_seeds=2",
+                      "tune.max_concurrent_trials=2",
+                      "space.lr={low: 0.0005, high: 0.005, log: true}")
+    runs = finalist_runs(cfg, _with_wall_times(tmp_path, seconds=60.0), left_s)
+    assert len({r["finalist_of"] for r in runs}) == finalists
+    assert len(runs) == finalists * seeds
+    assert [r["finalist_of"] for r in runs[::max(seeds, 1)]] == ["t0", "t1", "t2"][:finalists]
+    assert all(r["seed"] in range(1, seeds + 1) and r["lr"] > 0 for r in runs)
+
+
+def test_the_choice_follows_the_finalists_mean_or_lower_bound(tiny_model_dir, reviews_csv,
+                                                             tmp_path):
+    # "lucky" won the search by a hair; its re-runs fall short. "steady" reproduces.
+    rows = [
+        {"trial_id": "lucky", "score": 0.86}, {"trial_id": "steady", "score": 0.85},
+        {"trial_id": "l1", "finalist_of": "lucky", "seed": 1, "score": 0.80},
+        {"trial_id": "l2", "finalist_of": "lucky", "seed": 2, "score": 0.81},
+        {"trial_id": "s1", "finalist_of": "steady", "seed": 1, "score": 0.84},
+        {"trial_id": "s2", "finalist_of": "steady", "seed": 2, "score": 0.85},
+    ]
+    frame = pd.DataFrame([{**r, "phase": "finalist" if "seed" in r else "search",
+                           "default_point": False, "status": "TERMINATED", "epoch": 1.0,
+                           "examples": 64, "lr": 0.001 if r["trial_id"][0] == "l" else 0.002,
+                           "val_accuracy": r["score"]} for r in rows])
+    write_trials(tmp_path, frame)
+    for rule in ("mean", "lcb"):
+        cfg = tiny_config(tiny_model_dir, reviews_csv, f"tune.finalist_choice={rule}",
+                          "space.lr={low: 0.0005, high: 0.005, log: true}")
+        choice = choose_final(cfg, str(tmp_path))
+        assert choice["trial_id"] == "steady" and choice["params"] == {"lr": 0.002}
+        by_id = {f["trial_id"]: f for f in choice["finalists"]}
+        assert by_id["lucky"]["mean"] == pytest.approx((0.86 + 0.80 + 0.81) / 3)
+        assert not by_id["lucky"]["reproducible"] and by_id["steady"]["reproducible"]

@@ -329,3 +329,67 @@ def test_asha_never_cuts_the_untuned_default():
                                                               {"examples": 10, "score": score})
     assert decisions["t4"] == TrialScheduler.STOP
     assert decisions["t3"] == TrialScheduler.CONTINUE
+
+
+def _unlucky_top_finalist(config, **kwargs):
+    """Real trials, except the re-runs of the best search trial score 0.2: its search score was
+    a lucky draw its new seeds do not reproduce."""
+    from search import train
+    from search.results import search_rows
+
+    if config.get("finalist_of") is None:  # a search trial or the final one
+        return run_trial(config, **kwargs)
+    summary = summarize_trials(search_rows(read_trials(kwargs["experiment_dir"])))
+    if config["finalist_of"] != summary.iloc[0]["trial_id"]:
+        return run_trial(config, **kwargs)
+
+    def unlucky(self, split):
+        return {**original(self, split), "accuracy": 0.2}
+
+    original, train.Trainer.evaluate = train.Trainer.evaluate, unlucky
+    try:
+        return run_trial(config, **kwargs)
+    finally:
+        train.Trainer.evaluate = original
+
+
+def test_finalists_are_rerun_with_more_seeds_and_the_choice_follows_their_mean(
+    tiny_model_dir, reviews_csv, tmp_path, capsys
+):
+    from search.best import export_best
+    from search.cli import main
+    from search.results import finalist_summary
+
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=4",
+               "tune.search_examples=64", "train.epochs=1", "tune.finalists=2",
+               "tune.finalist_seeds=2", "tune.min_improvement=0")
+    path = run_sweep(cfg, name="finalists", trial_fn=_unlucky_top_finalist)
+    frame = read_trials(path)
+    summary = summarize_trials(frame)
+    search = summary[summary["phase"] == "search"]
+    reruns = summary[summary["phase"] == "finalist"]
+    # The top 2 search configurations, each re-run with seeds 1 and 2 (train.seed is 0).
+    assert sorted(reruns["finalist_of"].unique()) == sorted(search["trial_id"].iloc[:2])
+    for trial_id, runs in reruns.groupby("finalist_of"):
+        assert sorted(runs["seed"]) == [1, 2]
+        original = search.set_index("trial_id").loc[trial_id]
+        for name in ("lr", "frozen_depth", "dropout"):
+            assert runs[name].tolist() == pytest.approx([original[name]] * 2), name
+    finalists = finalist_summary(frame).set_index("trial_id")
+    top, second = search["trial_id"].iloc[:2]
+    assert not finalists.loc[top, "reproducible"] and finalists.loc[second, "reproducible"]
+    assert finalists.loc[top, "scores"] == [0.2, 0.2]
+    assert finalists.loc[top, "mean"] == pytest.approx((search.iloc[0]["score"] + 0.4) / 3)
+    # The final trial trains the finalist with the best mean, not the best search score.
+    source = read_sweep_meta(path)["final_source"]
+    assert source["trial_id"] == second and source["reason"] == "best finalists' mean"
+    final = summary[summary["phase"] == "final"].iloc[0]
+    assert final["lr"] == pytest.approx(search.iloc[1]["lr"])
+    # The export records how it was chosen: every finalist's seeds and spread.
+    export_best(path, tmp_path / "export")
+    selection = artifacts.read_meta(tmp_path / "export")["selection"]
+    assert {f["trial_id"]: f["seeds"] for f in selection["finalists"]} == {top: [1, 2],
+                                                                           second: [1, 2]}
+    assert "finalists re-run with more seeds" in (tmp_path / "export" / "README.md").read_text()
+    assert main(["results", "finalists", "--storage", str(tmp_path)]) == 0
+    assert f"{top}: " in (out := capsys.readouterr().out) and "NOT REPRODUCIBLE" in out
