@@ -80,6 +80,17 @@ def tiny_config(model_dir: Path, data_path: Path, *overrides: str):
     return load_config(None, base + list(overrides))
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for the module's real sweeps: 2 CPUs, a small object store, no dashboard."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 def tiny_data(cfg):
     from search.data import prepare_data
     from search.model import load_tokenizer, resolve_model_dir

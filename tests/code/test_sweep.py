@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 from ray import cloudpickle
 
 from search import artifacts
@@ -16,17 +15,10 @@ from search.space import SpaceError
 from search.sweep import SweepError, run_sweep, run_trial
 from tests.conftest import tiny_config, tiny_data
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 # Trial wrappers below are shipped to Ray workers by value (the tests package is not on their path).
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def tensorboard_scalars(path: Path) -> dict[str, list[float]]:

@@ -7,24 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-import ray
 
 from search.results import read_trials
 from search.sweep import run_sweep
 from search.tracking import TrackingError, check_tracking
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 mlflow = pytest.importorskip("mlflow")  # the optional extras; `make test` installs them
 pytest.importorskip("wandb")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def test_trials_of_both_phases_are_logged_to_mlflow_and_wandb(tiny_model_dir, reviews_csv,
