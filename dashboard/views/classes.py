@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, loaders
-from dashboard.views.common import Context, load_selected, no_scored_trials, show_empty_sweep
+from dashboard.views.common import Context, open_scored_sweep
 
 __all__ = ["render"]
 
@@ -13,11 +13,8 @@ _FORMAT = {"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}", "support":
 
 
 def render(ctx: Context) -> None:
-    sweep = load_selected(ctx)
+    sweep = open_scored_sweep(ctx, "Per class: {name}")
     if sweep is None:
-        return
-    st.title(f"Per class: {sweep.name}")
-    if show_empty_sweep(sweep, ctx) or no_scored_trials(sweep):
         return
     options = [str(t) for t in sweep.table.dropna(subset=["score"])["trial_id"]]
     best = loaders.best_card(sweep)

@@ -60,6 +60,19 @@ def show_empty_sweep(sweep: loaders.Sweep, ctx: Context) -> bool:
     return True
 
 
+def open_scored_sweep(ctx: Context, title: str) -> loaders.Sweep | None:
+    """The selected sweep under a page title (``{name}`` is filled in), or None when there is
+    nothing to show yet (no sweep, no results, no trial with a finished evaluation): the page
+    has said so."""
+    sweep = load_selected(ctx)
+    if sweep is None:
+        return None
+    st.title(title.format(name=sweep.name))
+    if show_empty_sweep(sweep, ctx) or no_scored_trials(sweep):
+        return None
+    return sweep
+
+
 def no_scored_trials(sweep: loaders.Sweep) -> bool:
     """Say so when no trial finished an epoch (all errored, or all still in epoch 1)."""
     if sweep.table["score"].notna().any():

@@ -5,17 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import cached, charts, loaders, space
-from dashboard.views.common import Context, load_selected, no_scored_trials, show_empty_sweep
+from dashboard.views.common import Context, open_scored_sweep
 
 __all__ = ["render"]
 
 
 def render(ctx: Context) -> None:
-    sweep = load_selected(ctx)
+    sweep = open_scored_sweep(ctx, "Hyperparameters of {name}")
     if sweep is None:
-        return
-    st.title(f"Hyperparameters of {sweep.name}")
-    if show_empty_sweep(sweep, ctx) or no_scored_trials(sweep):
         return
     dims = space.search_space(sweep.meta)
     params, logs = space.plot_params(sweep.table, dims), space.log_scaled(dims)
