@@ -60,7 +60,7 @@ def _config(path: Path, model_dir: Path, data: Path, epochs: int = 3, **tune: ob
         "train": {"epochs": epochs, "batch_size": 8, "eval_batch_size": 32, "patience": 10},
         "space": {"alpha": 1, "lr": {"low": 0.0005, "high": 0.005, "log": True},
                   "frozen_depth": {"low": 0, "high": 2}, "dropout": 0.0, "weight_decay": 0.01},
-        "tune": {"max_concurrent_trials": 2, "cpus_per_trial": 1, **tune},
+        "tune": {"max_concurrent_trials": 2, "cpus_per_trial": 1, "finalists": 0, **tune},
     }
     path.write_text(yaml.safe_dump(config))
     return path
