@@ -105,7 +105,7 @@ from transformers import pipeline
 
 classifier = pipeline("text-classification", model="PATH_OR_HUB_ID")
 classifier("A gem of a film.")
-# a model trained on text pairs: classifier({"text": "...", "text_pair": "..."})
+# a model trained on text pairs: classifier({{"text": "...", "text_pair": "..."}})
 ```
 
 or serve it over HTTP: `sftune serve --model PATH`. The weights are safetensors only.
