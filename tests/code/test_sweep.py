@@ -354,7 +354,10 @@ def test_finalists_are_rerun_with_more_seeds_and_the_choice_follows_their_mean(
 
     cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=4",
                "tune.search_examples=64", "train.epochs=1", "tune.finalists=2",
-               "tune.finalist_seeds=2", "tune.min_improvement=0")
+               "tune.finalist_seeds=2", "tune.min_improvement=0",
+               # Tiny models on 64 examples swing a lot between seeds: only the rigged
+               # finalist (its re-runs score 0.2) falls this far.
+               "tune.reproducibility_margin=0.3")
     path = run_sweep(cfg, name="finalists", trial_fn=_unlucky_top_finalist)
     frame = read_trials(path)
     summary = summarize_trials(frame)
@@ -367,7 +370,7 @@ def test_finalists_are_rerun_with_more_seeds_and_the_choice_follows_their_mean(
         original = search.set_index("trial_id").loc[trial_id]
         for name in ("lr", "frozen_depth", "dropout"):
             assert runs[name].tolist() == pytest.approx([original[name]] * 2), name
-    finalists = finalist_summary(frame).set_index("trial_id")
+    finalists = finalist_summary(frame, margin=0.3).set_index("trial_id")
     top, second = search["trial_id"].iloc[:2]
     assert not finalists.loc[top, "reproducible"] and finalists.loc[second, "reproducible"]
     assert finalists.loc[top, "scores"] == [0.2, 0.2]
