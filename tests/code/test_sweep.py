@@ -387,4 +387,6 @@ def test_finalists_are_rerun_with_more_seeds_and_the_choice_follows_their_mean(
                                                                            second: [1, 2]}
     assert "finalists re-run with more seeds" in (tmp_path / "export" / "README.md").read_text()
     assert main(["results", "finalists", "--storage", str(tmp_path)]) == 0
-    assert f"{top}: " in (out := capsys.readouterr().out) and "NOT REPRODUCIBLE" in out
+    printed = [line for line in capsys.readouterr().out.splitlines() if "(search " in line]
+    assert [line.split()[0].rstrip(":") for line in printed] == [second, top]  # by mean
+    assert "NOT REPRODUCIBLE" in printed[1] and "NOT REPRODUCIBLE" not in printed[0]
