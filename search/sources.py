@@ -59,7 +59,8 @@ def _read_user_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
     try:
         if suffix.startswith((".csv", ".tsv")):
             # Text read as str with no NA guessing, so an empty cell is "" and reported as empty.
-            frame = pd.read_csv(path, dtype={cfg.text_column: str}, keep_default_na=False,
+            texts = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+            frame = pd.read_csv(path, dtype=dict.fromkeys(texts, str), keep_default_na=False,
                                 sep="\t" if suffix.startswith(".tsv") else ",")
         elif suffix.startswith((".jsonl", ".json")):
             frame = pd.read_json(path, lines=not _is_json_array(path), dtype=False)
@@ -102,19 +103,22 @@ def saved_dataset_splits(path: Path) -> list[str] | None:
     return list(json.loads(file.read_text())["splits"])
 
 
-def _read_saved_dataset(path: Path, split: str | None = None) -> pd.DataFrame:
-    """One split of a saved dataset as a frame; ClassLabel ids become their names, so the
-    export's labels read as the dataset's own."""
+def _read_saved_dataset(path: Path) -> pd.DataFrame:
+    """A saved Dataset (or a DatasetDict of train only) as one frame, for sftune to split."""
     dataset = _load_from_disk(path)
-    if split is None and hasattr(dataset, "keys"):
+    if hasattr(dataset, "keys"):
         splits = list(dataset.keys())
         if splits != ["train"]:  # (train, validation and test are read as given instead)
             raise DataError(f"{path} holds the splits {splits}: sftune uses a saved DatasetDict "
                             "as given when it has train, validation and test, or splits one "
                             "with only train")
-        split = "train"
-    if split is not None:
-        dataset = dataset[split]
+        dataset = dataset["train"]
+    return _dataset_frame(dataset)
+
+
+def _dataset_frame(dataset) -> pd.DataFrame:
+    """A ``datasets`` Dataset as a frame; ClassLabel ids become their names, so the export's
+    labels read as the dataset's own."""
     frame = dataset.to_pandas()
     for column, feature in dataset.features.items():
         names = getattr(feature, "names", None)
@@ -228,8 +232,8 @@ def _given_frames(cfg: DataConfig) -> dict[str, tuple[str, pd.DataFrame]] | None
         return None
     if not set(_SPLITS) <= set(saved_dataset_splits(path) or ()):
         return None  # a Dataset, or a DatasetDict of train only: sftune splits it
-    return {name: (f"{path} [{name}]", _select_columns(_read_saved_dataset(path, name), path,
-                                                        cfg))
+    saved = _load_from_disk(path)  # once: every split comes from the same DatasetDict
+    return {name: (f"{path} [{name}]", _select_columns(_dataset_frame(saved[name]), path, cfg))
             for name in _SPLITS}
 
 

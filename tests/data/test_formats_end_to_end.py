@@ -179,3 +179,15 @@ def _test_frame(cfg) -> pd.DataFrame:
     held = split_frame(frame, cfg.data, names).test
     return held.rename(columns={"text": "premise", "text_pair": "hypothesis"}).assign(
         label=held["label"].map(dict(enumerate(names))))
+
+
+def test_a_numeric_looking_second_text_stays_text(tmp_path, tiny_model_dir):
+    from search.config import DataConfig
+    from search.sources import load_labeled_frame
+
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"query": ["good film"] * 6, "doc": ["42", "7", "1999", "0", "13", "5"],
+                  "label": ["a", "b"] * 3}).to_csv(path, index=False)
+    frame, _ = load_labeled_frame(DataConfig(source=str(path), text_column="query",
+                                             text_pair_column="doc"))
+    assert frame["text_pair"].tolist()[:2] == ["42", "7"]  # read as text, not numbers
