@@ -23,13 +23,13 @@ from search.results import (
     TRIALS_FILE,
     ResultsError,
     StopReason,
-    finalist_summary,
     pick_best,
     read_sweep_meta,
     read_trials,
     recorded_test_metrics,
     results_location,
     summarize_trials,
+    sweep_finalists,
     sweep_name,
 )
 
@@ -271,9 +271,7 @@ def per_class(sweep: Sweep, trial_id: str, split: str = "validation"
 def finalists(sweep: Sweep) -> pd.DataFrame:
     """The finalists re-run with more seeds, ranked as the sweep ranked them
     (:func:`search.results.finalist_summary`); empty when it ran none."""
-    tune_cfg = (sweep.meta.get("config") or {}).get("tune") or {}
-    return finalist_summary(sweep.trials, choice=tune_cfg.get("finalist_choice", "mean"),
-                            margin=tune_cfg.get("reproducibility_margin", 0.02))
+    return sweep_finalists(sweep.meta, sweep.trials)
 
 
 def per_class_difference(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:

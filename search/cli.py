@@ -149,15 +149,13 @@ def _print_results(path: str, top: int) -> None:
 
 def _print_finalists(meta: dict, frame) -> None:
     """The finalists re-run with more seeds: mean ± sd over their runs, and which reproduced."""
-    from search.results import finalist_summary
+    from search.results import sweep_finalists
 
-    tune_cfg = (meta.get("config") or {}).get("tune") or {}
-    table = finalist_summary(frame, choice=tune_cfg.get("finalist_choice", "mean"),
-                             margin=tune_cfg.get("reproducibility_margin", 0.02))
+    table = sweep_finalists(meta, frame)
     if table.empty:
         return
-    print(f"finalists (ranked by {tune_cfg.get('finalist_choice', 'mean')} over the search run "
-          "and the new seeds):")
+    rule = ((meta.get("config") or {}).get("tune") or {}).get("finalist_choice", "mean")
+    print(f"finalists (ranked by {rule} over the search run and the new seeds):")
     for _, f in table.iterrows():
         flag = "" if f["reproducible"] else "  NOT REPRODUCIBLE: its new seeds fell short"
         scores = ", ".join(f"{s:.4f}" for s in f["scores"])

@@ -45,6 +45,7 @@ __all__ = [
     "FAILURE_KINDS",
     "classify_failure",
     "finalist_summary",
+    "sweep_finalists",
     "range_edges",
     "search_rows",
     "recorded_test_metrics",
@@ -372,6 +373,13 @@ def finalist_summary(frame: pd.DataFrame, *, choice: str = "mean",
     table = pd.DataFrame(rows)
     # On a tie the untuned default ranks first, as in the search's own table.
     return table.sort_values([choice, "default_point"], ascending=False).reset_index(drop=True)
+
+
+def sweep_finalists(meta: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`finalist_summary` ranked and flagged as the sweep's own config said."""
+    tune_cfg = (meta.get("config") or {}).get("tune") or {}
+    return finalist_summary(frame, choice=tune_cfg.get("finalist_choice", "mean"),
+                            margin=tune_cfg.get("reproducibility_margin", 0.02))
 
 
 def describe_gain(gain: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Page 5, Try the model: ask the Serve endpoint (or, when it is down, the exported best model
+"""Page 6, Try the model: ask the Serve endpoint (or, when it is down, the exported best model
 loaded locally) about one text or a batch, and show which model answered."""
 
 from __future__ import annotations
