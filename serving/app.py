@@ -64,7 +64,7 @@ class AppArgs(ServeConfig):
 
     model: str
     source: str | None = None
-    test_metrics: dict[str, float] | None = None
+    test_metrics: dict[str, Any] | None = None
 
 
 def _count_texts(requests: list[list[str]]) -> int:
@@ -92,7 +92,7 @@ class SftuneModel:
     """One replica: a loaded checkpoint behind the FastAPI app of :mod:`serving.api`."""
 
     def __init__(self, *, model_dir: str, settings: dict[str, Any], source: str | None,
-                 api_key_sha256: str | None, test_metrics: dict[str, float] | None) -> None:
+                 api_key_sha256: str | None, test_metrics: dict[str, Any] | None) -> None:
         cfg = ServeConfig.model_validate(settings)
         logging.getLogger("ray.serve").addFilter(_MergedDownstream())
         replicas = cfg.min_replicas if cfg.autoscaling else replica_count(cfg)

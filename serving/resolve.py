@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from search import artifacts, storage
 from search.results import (
@@ -32,7 +33,7 @@ class ResolvedModel:
     model_dir: Path | str  # a local directory, or a bucket URI each replica downloads once
     source: str | None = None
     trial_id: str | None = None
-    test_metrics: dict[str, float] | None = None
+    test_metrics: dict[str, Any] | None = None
 
 
 def as_resolved(model: str | Path | ResolvedModel) -> ResolvedModel:

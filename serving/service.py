@@ -58,7 +58,7 @@ class ModelService:
 
     def __init__(self, predictor: Predictor, *, limits: Limits, source: str | None = None,
                  api_key_sha256: str | None = None, request_timeout_s: float = 30.0,
-                 test_metrics: dict[str, float] | None = None,
+                 test_metrics: dict[str, Any] | None = None,
                  max_batch_texts: int = 64) -> None:
         self.predictor = predictor
         self.test_metrics = test_metrics
