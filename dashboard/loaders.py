@@ -53,6 +53,7 @@ __all__ = [
     "sweep_table",
     "table_csv",
     "test_metrics",
+    "retune_scores",
     "trial_counts",
     "trial_table",
 ]
@@ -149,6 +150,18 @@ def trial_table(trials: pd.DataFrame) -> pd.DataFrame:
     fallback = summary["trial_id"].map(epoch_time)
     summary["time_s"] = summary["wall_time_s"].astype(float).fillna(fallback)
     return summary.reset_index(drop=True)
+
+
+def retune_scores(meta: dict[str, Any]) -> pd.DataFrame:
+    """A re-tune's comparison: the served and the new model on the same held-out test rows
+    (empty for a sweep that was no re-tune)."""
+    retune = meta.get("retune") or {}
+    rows = [{"model": side, "trial": retune[side].get("trial_id"),
+             "sweep": retune[side].get("sweep"), "accuracy": retune[side].get("accuracy"),
+             "macro-F1": retune[side].get("f1_macro"),
+             "worst-class F1": retune[side].get("f1_worst")}
+            for side in ("served", "candidate") if isinstance(retune.get(side), dict)]
+    return pd.DataFrame(rows)
 
 
 def trial_counts(table: pd.DataFrame) -> dict[str, int]:

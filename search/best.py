@@ -26,7 +26,7 @@ from search.results import (
     update_sweep_meta,
 )
 
-__all__ = ["choose_trial", "evaluate_checkpoint", "export_best", "sweep_config"]
+__all__ = ["choose_trial", "evaluate_checkpoint", "evaluate_export", "export_best", "sweep_config"]
 
 
 def sweep_config(experiment_dir: str | Path) -> AppConfig:
@@ -55,18 +55,9 @@ def choose_trial(experiment_dir: str | Path, trial_id: str | None = None) -> pd.
 
 def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     """Accuracy, macro-F1 and loss of a checkpoint on the config's test split."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from search.batching import encoder_inputs
     from search.data import prepare_data
-    from search.device import resolve_device
-    from search.metrics import per_class_record
-    from search.model import load_tokenizer, quiet_transformers, resolve_model_dir
-    from search.train import evaluate_split
+    from search.model import load_tokenizer, resolve_model_dir
 
-    quiet_transformers()
-    artifacts.verify_safetensors_only(checkpoint)
     data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
     expected = artifacts.read_meta(checkpoint).get("data_fingerprint")
     # A search trial trained on a subset of the training split: its test split is the same.
@@ -75,6 +66,50 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
             f"the data changed since this checkpoint was trained (fingerprint {data.fingerprint} "
             f"!= {expected}); the test split would not be held out"
         )
+    record = _evaluate(checkpoint, data.test, data.label_names, cfg, pad_id=data.pad_id)
+    return record | {"test_examples": len(data.test)}
+
+
+def evaluate_export(model_dir: Path, rows: pd.DataFrame, label_names: list[str],
+                    cfg: AppConfig) -> dict[str, Any]:
+    """Test metrics of an exported model on labelled ``rows`` (text, [text_pair,] label id
+    into ``label_names``), encoded as the model was trained: its own tokenizer, length and
+    truncation. Any sftune export can be scored on any data with the same labels."""
+    from search.encoding import encode_pairs, encode_texts, model_max_length
+    from search.model import load_tokenizer
+
+    meta = artifacts.read_meta(model_dir)
+    own = [str(n) for n in meta.get("label_names") or []]
+    if sorted(own) != sorted(label_names):
+        raise ResultsError(f"{model_dir} predicts labels {own}, the data has {label_names}; "
+                           "a model is only compared on the labels it knows")
+    # The data's label ids, as the model numbers its labels.
+    labels = [own.index(label_names[i]) for i in rows["label"]]
+    tokenizer = load_tokenizer(Path(model_dir))
+    max_length = int(meta.get("max_length") or model_max_length(tokenizer))
+    if "text_pair" in rows.columns:
+        split = encode_pairs(tokenizer, rows["text"], rows["text_pair"], max_length, labels)
+    else:
+        split = encode_texts(tokenizer, rows["text"], max_length, labels,
+                             meta.get("truncation") or "head")
+    pad_id = tokenizer.pad_token_id or 0
+    return _evaluate(Path(model_dir), split, own, cfg, pad_id) | {"test_examples": len(split)}
+
+
+def _evaluate(checkpoint: Path, split, label_names: list[str], cfg: AppConfig,
+              pad_id: int) -> dict[str, Any]:
+    """The test metrics of one checkpoint on an encoded split (its labels in the model's ids)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from search.batching import encoder_inputs
+    from search.device import resolve_device
+    from search.metrics import per_class_record
+    from search.model import quiet_transformers
+    from search.train import evaluate_split
+
+    quiet_transformers()
+    artifacts.verify_safetensors_only(checkpoint)
     device = resolve_device(cfg.train.device)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint), use_safetensors=True, local_files_only=True
@@ -83,14 +118,13 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(**encoder_inputs(batch)).logits
 
-    metrics = evaluate_split(logits, data.test, batch_size=cfg.train.eval_batch_size,
-                             max_tokens=cfg.train.max_batch_tokens,
-                             pad_id=data.pad_id, device=device,
-                             num_labels=len(data.label_names))
+    metrics = evaluate_split(logits, split, batch_size=cfg.train.eval_batch_size,
+                             max_tokens=cfg.train.max_batch_tokens, pad_id=pad_id,
+                             device=device, num_labels=len(label_names))
     record = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict | list)}
     # Per class and the confusion matrix, under the labels they are for.
-    record["test_per_class"] = per_class_record(metrics, data.label_names)
-    return record | {"test_examples": len(data.test)}
+    record["test_per_class"] = per_class_record(metrics, label_names)
+    return record
 
 
 def export_best(experiment_dir: str | Path, target: str | Path | None = None,

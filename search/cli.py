@@ -89,6 +89,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from search import api
 
     cfg = _config(args)
+    if args.warm_start:
+        if args.resume:
+            raise ConfigError("--warm-start starts a new sweep; a resumed one keeps its own")
+        cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(
+            update={"warm_start": args.warm_start})})
     result = api.sweep(cfg, name=args.resume or args.name, address=args.address,
                        resume=bool(args.resume), export=not args.no_export)
     _print_results(result.path, top=5)
@@ -126,7 +131,13 @@ def _print_per_class(record: dict | None) -> None:
 
 def _print_results(path: str, top: int) -> None:
     from search import storage
-    from search.results import range_edges, read_sweep_meta, read_trials, summarize_trials
+    from search.results import (
+        describe_lineage,
+        range_edges,
+        read_sweep_meta,
+        read_trials,
+        summarize_trials,
+    )
 
     meta = read_sweep_meta(path)
     frame = read_trials(path)
@@ -134,8 +145,12 @@ def _print_results(path: str, top: int) -> None:
     columns = ["trial_id", "phase", "status", "stop_reason", "score", "best_epoch", "epochs",
                "alpha", "lr", "frozen_depth", "weight_decay", "dropout", "joint_epochs",
                "val_f1_macro"]
+    if summary["warm_from"].notna().any():  # trials an earlier sweep lent (warm start)
+        columns.append("warm_from")
     print(f"sweep {meta['name']}: {meta['status']}, {len(summary)} trials "
           f"({(summary['status'] == 'ERROR').sum()} errored), metric {meta['metric']}")
+    for line in describe_lineage(meta):
+        print(line)
     if not summary.empty:
         print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     _print_finalists(meta, frame)
@@ -258,6 +273,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stop(cfg.serve)
 
 
+def cmd_retune(args: argparse.Namespace) -> int:
+    """Warm-start a sweep on new data from NAME, compare its model with the served one on rows
+    neither saw, and promote it to the running endpoint only if it wins by the margin."""
+    from search.results import update_sweep_meta
+    from search.retune import held_out_share, retune, retune_config
+
+    cfg, old_path = retune_config(args.name, args.overrides, args.storage)
+    served_dir, url = _served_model(cfg, args.served)
+    print(f"served model: {served_dir}" + (f" (endpoint {url})" if url else " (no endpoint)"))
+    result, record = retune(cfg, old_path, served_dir=served_dir, name=args.new_name,
+                            address=args.address, margin=args.margin)
+    print(f"on {held_out_share(record)} ({record['held_out']}):")
+    for side in ("served", "candidate"):
+        scores = record[side]
+        print(f"  {side:9s} {scores['trial_id']}: accuracy {scores['accuracy']:.4f}, macro-F1 "
+              f"{scores['f1_macro']:.4f}, worst-class F1 {scores['f1_worst']:.4f}")
+    print(record["reason"])
+    promoted, error = _promote(cfg, result.best["export_dir"], url, args.address) \
+        if record["promote"] else (None, None)
+    update_sweep_meta(result.path, retune={**record, "promoted_to": promoted,
+                                           "promotion_error": error})
+    if promoted:
+        print(f"promoted: {url} now serves {promoted['trial_id']} (model {promoted['model_id']})")
+    elif record["promote"]:
+        print(f"not promoted ({error or 'no endpoint runs'}); serve it with: "
+              f"sftune serve {result.name}")
+    else:
+        print(f"kept the served model; the new one is exported at {result.best['export_dir']}")
+    return 1 if error else 0
+
+
+def _served_model(cfg: AppConfig, served: str | None) -> tuple[str | None, str | None]:
+    """The served model's directory and the endpoint's URL: what ``GET /model`` on
+    ``serve.port`` names (``served`` overrides the directory); no endpoint: (served, None)."""
+    from dashboard.client import EndpointDown, EndpointError, model_info
+    from serving.state import url_for
+
+    url = url_for(cfg.serve)
+    key = os.environ.get(cfg.serve.api_key_env) if cfg.serve.api_key_env else None
+    try:
+        info = model_info(url, key)
+    except EndpointDown:
+        return served, None
+    except EndpointError as err:  # a key to set, or a server in trouble: say so, change nothing
+        raise ValueError(str(err)) from None
+    where = served or info.get("model_dir")
+    if not served and not Path(str(where)).is_dir():
+        raise FileNotFoundError(f"{url} serves {where}, which is not on this machine; give "
+                                "the served model's directory with --served DIR")
+    return where, url
+
+
+def _promote(cfg: AppConfig, export_dir: str, url: str | None,
+             address: str | None) -> tuple[dict | None, str | None]:
+    """Swap the new model into the running endpoint (rolling, no failed request) and read
+    back what ``GET /model`` then says it serves; or why it could not be swapped in."""
+    if url is None:
+        return None, None
+    from dashboard.client import model_info
+    from serving.deploy import ServeError, promote
+
+    try:
+        promote(export_dir, cfg.serve, address=address)
+    except ServeError as err:
+        return None, str(err)
+    key = os.environ.get(cfg.serve.api_key_env) if cfg.serve.api_key_env else None
+    info = model_info(url, key)
+    return {"url": url, "trial_id": info.get("trial_id"), "model_id": info.get("model_id"),
+            "model_dir": info.get("model_dir")}, None
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from search import assets
 
@@ -305,6 +391,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--resume", metavar="NAME", help="resume the interrupted sweep NAME")
     sweep.add_argument("--address", help="Ray cluster to join, e.g. auto (default: local Ray; "
                        "RAY_ADDRESS is honoured)")
+    sweep.add_argument("--warm-start", metavar="OLD", help="start from sweep OLD: its trials "
+                       "as history (same data), or its top configurations first (new data)")
     sweep.add_argument("--no-export", action="store_true",
                        help="skip the final test evaluation and export of the best trial")
     sweep.set_defaults(func=cmd_sweep)
@@ -334,6 +422,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     best.add_argument("--export", help="export dir or bucket URI (default: <experiment>/export)")
     best.add_argument("--trial", help="a trial id other than the best")
     best.set_defaults(func=cmd_best)
+
+    retune = sub.add_parser(
+        "retune", help="re-tune a sweep on new data (warm start); promote the new model to the "
+        "endpoint only if it beats the served one by tune.promotion_margin",
+        description="Run a sweep on new data warm-started from sweep NAME (its config, with "
+        "--set on top), test the served model and the new one on the new test rows neither "
+        "trained on, and hot-swap the new one into the endpoint on serve.port only if it wins "
+        "by the margin. The decision and both scores are kept in the new sweep's sweep.json.",
+    )
+    retune.add_argument("name", help="the sweep whose model is served")
+    retune.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="what changed, e.g. --set data.source=new.csv")
+    retune.add_argument("--storage", help="where the sweeps are (default: tune.storage_path)")
+    retune.add_argument("--new-name", help="the new sweep's name (default: NAME-retune-<time>)")
+    retune.add_argument("--margin", type=float,
+                        help="lead needed to promote (default: tune.promotion_margin)")
+    retune.add_argument("--served", metavar="DIR", help="the served model's directory (default: "
+                        "what the endpoint's /model names, else NAME's export)")
+    retune.add_argument("--address", help="Ray cluster to sweep and serve on")
+    retune.set_defaults(func=cmd_retune)
 
     assets = sub.add_parser("assets", help="manage the built-in model and dataset")
     assets_sub = assets.add_subparsers(dest="action", required=True, metavar="ACTION")

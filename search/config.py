@@ -43,6 +43,7 @@ __all__ = [
     "load_config",
     "parse_overrides",
     "resolve_config_path",
+    "with_overrides",
 ]
 
 #: The sweep's searched dimensions, in the order they are shown everywhere.
@@ -378,6 +379,21 @@ class TuneConfig(_Section):
         0.02, ge=0, description="A finalist whose new seeds' mean falls more than this below "
         "its search score is flagged not reproducible (a lucky draw).",
     )
+    warm_start: str | None = Field(
+        None, description="An earlier sweep (a name under storage_path, a directory or a "
+        "bucket URI) to start from (`sftune sweep --warm-start OLD`). Same data and fidelity: "
+        "its trials become the search's history (not run again; the best may win). Changed "
+        "data: its top tune.warm_start_top configurations are evaluated first, as a prior.",
+    )
+    warm_start_top: int = Field(
+        3, ge=0, description="Configurations of the tune.warm_start sweep evaluated first when "
+        "its data or fidelity differ from this sweep's.",
+    )
+    promotion_margin: float = Field(
+        0.01, description="`sftune retune`: the new model replaces the served one only if it "
+        "beats it by this much on the new test split (rows neither model trained on), in "
+        "train.metric's test counterpart (accuracy, macro-F1 or worst-class F1).",
+    )
     storage_path: str = Field(
         "runs", description="Local dir (default) or s3:// / gs:// / NFS URI shared by all nodes."
     )
@@ -654,6 +670,12 @@ def _allowed_keys(parent: list[str]) -> list[str]:
             return []
         model = annotation
     return sorted(model.model_fields)
+
+
+def with_overrides(cfg: AppConfig, overrides: list[str], source: str = "config") -> AppConfig:
+    """``cfg`` with dotted ``--set`` overrides applied, validated again."""
+    values = _deep_merge(cfg.model_dump(mode="json"), parse_overrides(overrides))
+    return build_config(values, f"{source} + --set overrides")
 
 
 def build_config(values: dict[str, Any], source: str = "config") -> AppConfig:

@@ -24,9 +24,15 @@ from search.encoding import (
     tokenize,
 )
 from search.sources import load_given_splits, load_labeled_frame, read_unlabeled
-from search.splits import SplitFrames, fingerprint_frames, split_frame, subsample_frame
+from search.splits import (
+    SplitFrames,
+    fingerprint_frames,
+    row_keys,
+    split_frame,
+    subsample_frame,
+)
 
-__all__ = ["PreparedData", "prepare_data", "subset"]
+__all__ = ["PreparedData", "load_splits", "prepare_data", "subset"]
 
 _SPLITS = ("train", "validation", "test")
 
@@ -49,10 +55,14 @@ class PreparedData:
     max_length: int = 512  # tokens per example after truncation (data.max_length or data-aware)
     truncation: str = "head"
     truncated_share: float = 0.0  # share of training texts longer than max_length
+    #: A 64-bit hash of each row's text(s) per split, in split order: which examples a model
+    #: trained and was selected on (a re-tune tests the served model only on rows it never saw).
+    row_keys: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> PreparedData:
-    """Load, validate, split, subsample and tokenize the configured data exactly once."""
+def load_splits(cfg: DataConfig, seed: int | None = None) -> tuple[SplitFrames, list[str]]:
+    """The labelled rows of each split (text, [text_pair,] label id) and the label names:
+    loaded, validated, split (or the user's own splits) and subsampled, not tokenized."""
     given = load_given_splits(cfg)
     if given is not None:  # the user's own split: used as given
         frames, names = given
@@ -61,11 +71,16 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> Prepare
         frame, names = load_labeled_frame(cfg)
         splits = split_frame(frame, cfg, names)
     seed = cfg.split_seed if seed is None else seed
-    splits = SplitFrames(
+    return SplitFrames(
         train=subsample_frame(splits.train, cfg.max_train_examples, seed),
         validation=subsample_frame(splits.validation, cfg.max_eval_examples, seed),
         test=subsample_frame(splits.test, cfg.max_eval_examples, seed),
-    )
+    ), names
+
+
+def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> PreparedData:
+    """Load, validate, split, subsample and tokenize the configured data exactly once."""
+    splits, names = load_splits(cfg, seed)
     token_ids = {name: tokenize(tokenizer, *_texts(getattr(splits, name))) for name in _SPLITS}
     train_lengths = np.array([len(ids) for ids in token_ids["train"]])
     max_length = cfg.max_length or choose_max_length(train_lengths, model_max_length(tokenizer))
@@ -89,6 +104,7 @@ def prepare_data(cfg: DataConfig, tokenizer, seed: int | None = None) -> Prepare
         max_length=max_length,
         truncation=truncation,
         truncated_share=float(np.mean(train_lengths > max_length)),
+        row_keys={name: row_keys(getattr(splits, name)) for name in _SPLITS},
     )
 
 
@@ -121,4 +137,5 @@ def subset(data: PreparedData, *, train: int | None, validation: int | None,
         return data
     sizes = {**data.sizes, **{n: len(s) for n, s in parts.items()}}
     fingerprint = f"{data.fingerprint}-sub{sizes['train']}x{sizes['validation']}s{seed}"
-    return replace(data, **parts, sizes=sizes, fingerprint=fingerprint)
+    # Row keys name the full splits' rows (what a sweep records); a slice does not carry them.
+    return replace(data, **parts, sizes=sizes, fingerprint=fingerprint, row_keys={})

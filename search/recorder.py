@@ -57,11 +57,19 @@ class ResultsRecorder:
 
     def load_existing(self) -> None:
         """Pick up the rows of an earlier run of this sweep (on resume)."""
-        frame = read_trials(self.experiment_dir)
-        for row in frame.to_dict("records"):
+        self._take(read_trials(self.experiment_dir))
+
+    def _take(self, rows: pd.DataFrame) -> None:
+        for row in rows.reindex(columns=list(TRIAL_COLUMNS)).to_dict("records"):
             self._rows[(row["trial_id"], float(row["epoch"]))] = row
             if isinstance(row.get("checkpoint"), str):
                 self._checkpoints[row["trial_id"]] = row["checkpoint"]
+
+    def import_rows(self, rows: pd.DataFrame) -> None:
+        """Take in an earlier sweep's trials (a warm start's history), rows and checkpoints as
+        they were; their checkpoints belong to that sweep and are never pruned here."""
+        self._take(rows)
+        self.flush(force=True)
 
     def forget(self, trial_id: str) -> None:
         """Drop a trial's rows and checkpoint: it is about to run again from the start."""
@@ -123,11 +131,13 @@ class ResultsRecorder:
     def _prune_checkpoints(self) -> None:
         """Keep checkpoints of the top-k finished search trials; running trials, the final
         trial and the untuned default (the baseline the tuning gain is measured against) keep
-        theirs. A finalist's re-run keeps none once finished: only its score is used."""
+        theirs, and so do an earlier sweep's trials taken in by a warm start (not ours to
+        delete). A finalist's re-run keeps none once finished: only its score is used."""
         summary = summarize_trials(self._frame())
         search = search_rows(summary)
         finished = search.iloc[self.keep_checkpoints:]
-        finished = finished[finished["status"].isin(_FINISHED) & ~finished["default_point"]]
+        finished = finished[finished["status"].isin(_FINISHED) & ~finished["default_point"]
+                            & finished["warm_from"].isna()]
         reruns = summary[(summary["phase"] == "finalist") & summary["status"].isin(_FINISHED)]
         doomed = pd.concat([finished["trial_id"], reruns["trial_id"]])
         for trial_id in doomed:

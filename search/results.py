@@ -36,11 +36,13 @@ __all__ = [
     "StopReason",
     "best_trial",
     "describe_gain",
+    "describe_lineage",
     "experiment_path",
     "list_sweeps",
     "pick_best",
     "prefix_cache_dir",
     "read_sweep_meta",
+    "read_row_keys",
     "read_trials",
     "FAILURE_KINDS",
     "classify_failure",
@@ -54,6 +56,7 @@ __all__ = [
     "results_path",
     "summarize_trials",
     "sweep_name",
+    "write_row_keys",
     "write_sweep_meta",
     "write_trials",
 ]
@@ -77,6 +80,8 @@ RESULTS_DIRNAME = "sftune"
 READ_ATTEMPTS = 3
 TRIALS_FILE = "trials.parquet"
 SWEEP_FILE = "sweep.json"
+#: Row keys (:func:`search.splits.row_keys`) of the sweep's train, validation and test splits.
+ROWS_FILE = "rows.npz"
 
 PARAM_COLUMNS = (
     "alpha", "lr", "frozen_depth", "weight_decay", "dropout",
@@ -96,9 +101,11 @@ METRIC_COLUMNS = (
 #: examples: training examples seen by then (ASHA's time axis).
 #: node: the id of the Ray node the evaluation ran on (a retried trial can move to another).
 #: seed, finalist_of: a finalist's re-run: its train.seed and the search trial it re-runs.
+#: warm_from: a trial of an earlier sweep taken in as history (tune.warm_start): that sweep's
+#: name; its checkpoint, if kept, lives there (this sweep never deletes it).
 TRIAL_COLUMNS = (
     "trial_id", "phase", "default_point", "status", "stop_reason", "error", "epoch", "examples",
-    "stage", "node", "seed", "finalist_of",
+    "stage", "node", "seed", "finalist_of", "warm_from",
     *PARAM_COLUMNS, *METRIC_COLUMNS, "val_per_class", "checkpoint", "timestamp",
 )
 #: val_per_class: JSON of the evaluation's precision, recall, F1 and support per label and its
@@ -172,6 +179,30 @@ def read_trials(experiment_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise ResultsError(f"{path} lacks columns {missing}; it was not written by sftune")
     return frame.reindex(columns=list(TRIAL_COLUMNS))
+
+
+def write_row_keys(experiment_dir: str | Path, keys: dict[str, Any]) -> str:
+    """Record which examples the sweep's splits hold (a key per row, see ROWS_FILE)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: np.asarray(k, dtype=np.uint64)
+                                   for name, k in keys.items()})
+    target = results_location(experiment_dir, ROWS_FILE)
+    storage.write_bytes(target, buffer.getvalue())
+    return target
+
+
+def read_row_keys(experiment_dir: str | Path) -> dict[str, Any] | None:
+    """The row keys a sweep recorded per split; None for a sweep that recorded none (older)."""
+    import numpy as np
+
+    try:
+        data = storage.read_bytes(results_location(experiment_dir, ROWS_FILE))
+    except FileNotFoundError:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {name: npz[name] for name in npz.files}
 
 
 def write_sweep_meta(experiment_dir: str | Path, meta: dict[str, Any]) -> str:
@@ -389,6 +420,27 @@ def describe_gain(gain: dict[str, Any]) -> str:
     return (f"tuning bought {100 * gain['gain_accuracy']:+.1f} test accuracy points "
             f"({gain['tuned_accuracy']:.4f} vs {gain['default_accuracy']:.4f} for the untuned "
             f"default) and {100 * gain['gain_f1_macro']:+.1f} macro-F1 points, {at}")
+
+
+def describe_lineage(meta: dict[str, Any]) -> list[str]:
+    """Where a sweep came from and what it did to the endpoint, one line each: the sweep it
+    warm-started from (and how), and a re-tune's comparison and promotion decision."""
+    lines = []
+    warm = meta.get("warm_start")
+    if warm:
+        taken = (f"{warm['trials']} of its trials taken in as history" if warm["mode"] ==
+                 "history" else f"its top {len(warm['prior'])} configurations evaluated first")
+        skipped = f", {warm['skipped']} outside this space" if warm.get("skipped") else ""
+        lines.append(f"warm-started from {warm['from']}: {taken}{skipped} ({warm['reason']})")
+    retune = meta.get("retune")
+    if retune:
+        promoted = retune.get("promoted_to")
+        outcome = (f"promoted to {promoted['url']}" if promoted else
+                   f"promotion due, not done ({retune.get('promotion_error') or 'no endpoint'})"
+                   if retune["promote"] else "the served model was kept")
+        lines.append(f"re-tune of {retune['from']}: {outcome}; {retune['reason']}, on "
+                     f"{retune['held_out_rows']:,} of {retune['test_rows']:,} test rows")
+    return lines
 
 
 def best_trial(frame: pd.DataFrame) -> pd.Series | None:

@@ -12,7 +12,7 @@ import pandas as pd
 from search.config import DataConfig
 from search.sources import DataError, row_numbers
 
-__all__ = ["SplitFrames", "fingerprint_frames", "split_frame", "subsample_frame"]
+__all__ = ["SplitFrames", "fingerprint_frames", "row_keys", "split_frame", "subsample_frame"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,10 @@ def fingerprint_frames(splits: SplitFrames, label_names: list[str], encoding: st
         digest.update(name.encode())
         digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def row_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's text (and second text of a pair), labels aside: the same
+    example has the same key in any file, split or later version of the data."""
+    columns = [c for c in ("text", "text_pair") if c in frame.columns]
+    return pd.util.hash_pandas_object(frame[columns], index=False).to_numpy(dtype=np.uint64)

@@ -44,10 +44,12 @@ from search.results import (
     read_sweep_meta,
     results_path,
     update_sweep_meta,
+    write_row_keys,
     write_sweep_meta,
 )
 from search.space import default_point, fixed_params, optuna_space, validate_space
 from search.tracking import check_tracking, tracking_callbacks
+from search.warm_start import WarmStart, plan_warm_start
 
 __all__ = ["DefaultKeepingASHA", "SweepError", "run_sweep", "run_trial"]
 
@@ -256,7 +258,7 @@ class _DeadlineSearch(OptunaSearch):
         return super().suggest(trial_id)
 
 
-def _searcher(cfg: AppConfig, budget_s: float | None):
+def _searcher(cfg: AppConfig, budget_s: float | None, warm: WarmStart | None):
     import optuna
 
     # TPE needs a few random points first; Optuna's default of 10 would make a small sweep
@@ -266,10 +268,17 @@ def _searcher(cfg: AppConfig, budget_s: float | None):
         seed=cfg.tune.seed, multivariate=True, n_startup_trials=startup
     )
     # The untuned default is the first trial: a sweep never returns worse than no tuning, and
-    # what the tuning bought is measured against it.
+    # what the tuning bought is measured against it (unless a warm start's history holds it).
+    # A warm start's prior (the old sweep's top configurations) comes next.
+    first = [] if warm and warm.has_default(cfg) else [default_point(cfg)]
+    first += warm.prior if warm else []
     deadline = time.time() + budget_s if budget_s is not None else None
-    return _DeadlineSearch(space=optuna_space(cfg), metric="score", mode="max", sampler=sampler,
-                           points_to_evaluate=[default_point(cfg)], deadline=deadline)
+    searcher = _DeadlineSearch(space=optuna_space(cfg), metric="score", mode="max",
+                               sampler=sampler, points_to_evaluate=first or None,
+                               deadline=deadline)
+    for point, score in warm.history if warm else []:  # told, not run again
+        searcher.add_evaluated_point(point, score)
+    return searcher
 
 
 class DefaultKeepingASHA(ASHAScheduler):
@@ -328,12 +337,12 @@ def _run_config(cfg: AppConfig, name: str, recorder: ResultsRecorder, storage: s
 
 
 def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
-               data: PreparedData, budget_s: float | None):
+               data: PreparedData, budget_s: float | None, warm: WarmStart | None):
     searched = cfg.space.searched()
     if not searched:
         raise SweepError("the search space has no searched dimension; give one a {low, high}")
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(cfg, budget_s), scheduler=_scheduler(cfg, data),
+        search_alg=_searcher(cfg, budget_s, warm), scheduler=_scheduler(cfg, data),
         num_samples=cfg.tune.num_samples, max_concurrent_trials=cfg.tune.max_concurrent_trials,
         # New trials stop at the budget (the searcher's deadline); this hard stop only ends
         # stragglers that run far past it (they keep their best evaluation).
@@ -372,7 +381,8 @@ def _final_cpus(cfg: AppConfig) -> float:
 
 
 def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
-                trial_fn: Callable[..., None], resume: bool, head: ProbeHead | None) -> None:
+                trial_fn: Callable[..., None], resume: bool, head: ProbeHead | None,
+                warm: WarmStart | None) -> None:
     search_cfg, search_data = search_setup(cfg, data)
     trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="search",
                                  head=head)
@@ -381,7 +391,7 @@ def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: Results
         tuner = _restored_tuner(experiment_path(cfg, name), trainable)
     else:
         tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data,
-                           search_budget(cfg))
+                           search_budget(cfg), warm)
     tuner.fit()
 
 
@@ -481,18 +491,23 @@ def run_sweep(
     _init_ray(cfg, address)
     recorder = ResultsRecorder(experiment_dir=path, keep_checkpoints=cfg.tune.keep_checkpoints,
                                fixed=fixed_params(cfg), default=default_point(cfg))
+    warm = None
     if resume:
         if not tune.Tuner.can_restore(experiment_path(cfg, name)):
             raise SweepError(f"no sweep to resume at {experiment_path(cfg, name)}")
         started = time.time() - _elapsed_before(path)
     else:
-        _start_meta(cfg, path, name, data)
+        # A resumed sweep has its history in its table and its restored searcher already.
+        warm = plan_warm_start(cfg, data.fingerprint) if cfg.tune.warm_start else None
+        _start_meta(cfg, path, name, data, warm)
+        if warm is not None and not warm.rows.empty:
+            recorder.import_rows(warm.rows)
     update_sweep_meta(path, status="running", resumed=resume or None,
                       head=head.describe() if head else {"head_init": "random"})
     try:
         phase = read_sweep_meta(path).get("phase", "search") if resume else "search"
         if phase == "search":
-            _run_search(cfg, data, name, recorder, trial_fn, resume, head)
+            _run_search(cfg, data, name, recorder, trial_fn, resume, head, warm)
         if cfg.tune.search_examples is not None:
             if phase in ("search", "finalists"):
                 _run_finalists(cfg, data, name, recorder, trial_fn, started, head)
@@ -537,9 +552,11 @@ def _elapsed_before(path: str) -> float:
     return max(0.0, float(meta.get("ended_at") or last) - float(meta["started_at"]))
 
 
-def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData) -> None:
+def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData,
+                warm: WarmStart | None) -> None:
     if not storage.is_empty_dir(path):
         raise SweepError(f"sweep {name!r} already exists at {path}; use --resume or another --name")
+    write_row_keys(path, data.row_keys)  # which examples it trains, selects and tests on
     write_sweep_meta(path, {
         "name": name, "status": "starting", "started_at": time.time(), "phase": "search",
         "metric": cfg.train.metric, "mode": "max", "num_samples": cfg.tune.num_samples,
@@ -547,6 +564,7 @@ def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData) -> Non
         "data_fingerprint": data.fingerprint, "data_sizes": data.sizes,
         "max_length": data.max_length, "truncation": data.truncation,
         "truncated_share": data.truncated_share,
+        "warm_start": warm.describe() if warm else None,
     })
 
 

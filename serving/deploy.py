@@ -33,6 +33,7 @@ __all__ = [
     "ServerState",
     "deploy",
     "emit_config",
+    "promote",
     "read_state",
     "serve_forever",
     "start_background",
@@ -58,6 +59,24 @@ def deploy(model: str | Path | ResolvedModel, cfg: ServeConfig, *,
     if state is not None:
         return deploy_joined(resolved, cfg, state.address, state.auth_mode)
     return start_background(resolved, cfg)
+
+
+def promote(model: str | Path | ResolvedModel, cfg: ServeConfig, *,
+            address: str | None = None) -> str:
+    """Swap ``model`` into the endpoint that already runs on ``cfg.port`` (or as ``cfg``'s app
+    in the cluster at ``address``); never start one. A Ray this process joined for other work
+    (a sweep's local Ray) is left first, so the model goes where the endpoint lives."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if address:
+        return deploy_joined(as_resolved(model), cfg, address)
+    state = read_state(cfg.port)
+    if state is None:
+        raise ServeError(f"no sftune server of this machine runs on port {cfg.port}; an "
+                         "endpoint in a cluster is updated with --address")
+    return deploy_joined(as_resolved(model), cfg, state.address, state.auth_mode)
 
 
 def stop(cfg: ServeConfig, *, address: str | None = None, timeout_s: float = 120.0) -> bool:

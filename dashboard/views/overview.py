@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import loaders
 from dashboard.views.common import Context, load_selected, show_empty_sweep
-from search.results import describe_gain, range_edges
+from search.results import describe_gain, describe_lineage, range_edges
 
 __all__ = ["render"]
 
@@ -30,6 +30,9 @@ _TABLE = {
     "best_epoch": st.column_config.NumberColumn("best epoch", format="%.2f"),
     "epochs": st.column_config.NumberColumn("epochs", format="%.2f"),
     "time_s": st.column_config.NumberColumn("time (s)", format="%.0f"),
+    "warm_from": st.column_config.TextColumn(
+        "from sweep", help="a trial of an earlier sweep, taken in by a warm start as history "
+        "(not run again here)"),
 }
 
 
@@ -39,6 +42,7 @@ def render(ctx: Context) -> None:
         return
     st.title(f"Sweep {sweep.name}")
     _headline(sweep, ctx)
+    _lineage(sweep)
     if show_empty_sweep(sweep, ctx):
         return
     _best_card(sweep)
@@ -62,6 +66,19 @@ def _headline(sweep: loaders.Sweep, ctx: Context) -> None:
     cells[3].metric("stopped early", figures["stopped_early"])
     cells[4].metric("errored", figures["errored"])
     cells[5].metric(f"best {figures['metric']}", best)
+
+
+def _lineage(sweep: loaders.Sweep) -> None:
+    """Where the sweep came from (its warm start) and what its re-tune did to the endpoint."""
+    lines = describe_lineage(sweep.meta)
+    if not lines:
+        return
+    st.info("**Lineage**\n\n" + "\n".join(f"- {line}" for line in lines))
+    scores = loaders.retune_scores(sweep.meta)
+    if not scores.empty:
+        st.dataframe(scores, hide_index=True, key="retune_table", column_config={
+            m: st.column_config.NumberColumn(m, format="%.4f")
+            for m in ("accuracy", "macro-F1", "worst-class F1")})
 
 
 def _best_card(sweep: loaders.Sweep) -> None:

@@ -24,7 +24,8 @@ def test_config_reference_is_current():
 def test_every_documented_subcommand_exists():
     readme = (ROOT / "README.md").read_text()
     commands = set(build_parser()._subparsers._group_actions[0].choices)
-    for name in ("sweep", "results", "list", "best", "train", "serve", "dashboard", "assets"):
+    for name in ("sweep", "results", "list", "best", "train", "serve", "dashboard", "assets",
+                 "retune"):
         assert f"sftune {name}" in readme
         assert name in commands
 

@@ -123,3 +123,24 @@ def write_edge(storage: Path, name: str = "edge") -> Path:
     write_trials(path, frame)
     write_sweep_meta(path, meta(name, num_samples=3))
     return path
+
+
+def write_retuned(storage: Path, name: str = "retuned") -> Path:
+    """A re-tune of ``tiny``: warm-started from it on new data; its model was promoted."""
+    path = storage / name
+    write_trials(path, tiny_rows())
+    write_sweep_meta(path, meta(name, warm_start={
+        "from": "tiny", "path": str(storage / "tiny"), "mode": "prior", "trials": 0,
+        "reason": "changed: data (fingerprint)", "skipped": 1,
+        "prior": [{"lr": 1e-4}, {"lr": 3e-4}]}, retune={
+        "from": "tiny", "metric": "accuracy", "margin": 0.01, "lead": 0.04, "promote": True,
+        "reason": "the new model beats the served one on test accuracy by +0.0400 (0.8500 vs "
+                  "0.8100); the margin is +0.0100",
+        "test_rows": 200, "held_out_rows": 150,
+        "served": {"trial_id": "t_old", "sweep": "tiny", "accuracy": 0.81, "f1_macro": 0.8,
+                   "f1_worst": 0.78},
+        "candidate": {"trial_id": "t_best", "sweep": name, "accuracy": 0.85,
+                      "f1_macro": 0.84, "f1_worst": 0.82},
+        "promoted_to": {"url": "http://127.0.0.1:8000", "trial_id": "t_best",
+                        "model_id": "abc123"}}))
+    return path

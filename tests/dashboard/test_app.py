@@ -144,6 +144,22 @@ def test_overview_says_when_the_best_trials_sit_at_the_edge_of_a_range(open_app,
     assert not open_app(storage, page="overview").warning  # tiny's best lr is mid-range
 
 
+def test_overview_shows_the_lineage_of_a_retuned_sweep(open_app, tmp_path):
+    builders.write_tiny(tmp_path)
+    builders.write_retuned(tmp_path)
+    at = open_app(tmp_path, page="overview", sweep="retuned")
+    [lineage] = [i.value for i in at.info if "Lineage" in i.value]
+    assert "warm-started from tiny: its top 2 configurations evaluated first, 1 outside this " \
+           "space (changed: data (fingerprint))" in lineage
+    assert "re-tune of tiny: promoted to http://127.0.0.1:8000" in lineage
+    assert "on 150 of 200 test rows" in lineage
+    scores = at.dataframe[0].value  # the comparison comes first, above the trial table
+    assert list(scores["model"]) == ["served", "candidate"]
+    assert list(scores["accuracy"]) == [0.81, 0.85]
+    plain = open_app(tmp_path, page="overview", sweep="tiny")  # no lineage: nothing shown
+    assert not [i for i in plain.info if "Lineage" in i.value]
+
+
 def test_per_class_page_shows_where_the_best_trial_fails_and_how_two_trials_differ(
     open_app, storage
 ):
