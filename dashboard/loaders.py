@@ -23,6 +23,7 @@ from search.results import (
     TRIALS_FILE,
     ResultsError,
     StopReason,
+    chosen_trial,
     pick_best,
     read_sweep_meta,
     read_trials,
@@ -243,7 +244,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def best_card(sweep: Sweep) -> dict[str, Any] | None:
     """The best trial: its params, best-epoch validation metrics, test metrics and epochs."""
-    best = pick_best(sweep.table)  # the same rule as `sftune best`
+    best = pick_best(sweep.table, chosen_trial(sweep.meta))  # the same rule as `sftune best`
     if best is None:
         return None
     params = {p: _plain(best[p]) for p in PARAM_COLUMNS if pd.notna(best[p])}

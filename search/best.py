@@ -18,6 +18,7 @@ from search.config import AppConfig, build_config
 from search.results import (
     ResultsError,
     best_trial,
+    chosen_trial,
     read_sweep_meta,
     read_trials,
     recorded_test_metrics,
@@ -38,11 +39,12 @@ def choose_trial(experiment_dir: str | Path, trial_id: str | None = None) -> pd.
     """The sweep's model (:func:`~search.results.best_trial`), or the named trial; it must
     still have a checkpoint."""
     frame = read_trials(experiment_dir)
+    chosen = chosen_trial(read_sweep_meta(experiment_dir))
     if trial_id is not None:
         frame = frame[frame["trial_id"] == trial_id]
         if frame.empty:
             raise ResultsError(f"no trial {trial_id!r} in {experiment_dir}")
-    row = best_trial(frame)
+    row = best_trial(frame, chosen)
     if row is None:
         raise ResultsError(f"no trial in {experiment_dir} finished an evaluation")
     if not _has_checkpoint(row):
@@ -142,8 +144,10 @@ def export_best(experiment_dir: str | Path, target: str | Path | None = None,
     gain = tuning_gain(experiment_dir, cfg) if trial_id is None else None
     target = storage.root(str(target) if target else storage.join(experiment_dir, "export"))
     meta = read_sweep_meta(experiment_dir)
-    # The final trial's configuration and how it was chosen: the finalists' seeds and spread.
-    selection = meta.get("final_source") if row["phase"] == "final" else None
+    # How the model's configuration was chosen: the finalists' seeds and spread (the final
+    # trial's, or, in a full-fidelity sweep, the chosen search run's own).
+    selection = meta.get("final_source") if row["phase"] == "final" or \
+        row["trial_id"] == chosen_trial(meta) else None
     _export(storage.local_copy(row["checkpoint"]), target, test=test, sweep=meta.get("name"),
             trial_id=row["trial_id"], tuning_gain=gain, selection=selection)
     if trial_id is None:

@@ -108,18 +108,23 @@ def choose_final(cfg: AppConfig, path: str) -> dict[str, Any]:
 
 
 def finalist_runs(cfg: AppConfig, path: str, left_s: float | None) -> list[dict[str, Any]]:
-    """The re-runs of the finalist phase: the top ``tune.finalists`` search trials, each with
-    ``tune.finalist_seeds`` new seeds. With a budget they may take at most half of the
-    ``left_s`` seconds left (the final trial keeps the rest): seeds are cut first, then
-    finalists, judged by how long the search's trials took; fewer than two finalists with one
+    """The re-runs of the finalist phase: the top ``tune.finalists`` search trials (at most
+    ``tune.keep_checkpoints`` in a full-fidelity sweep, whose model is one of their search
+    runs), each with ``tune.finalist_seeds`` new seeds. With a budget they may take at most
+    half of the ``left_s`` seconds left (the final trial keeps the rest; a full-fidelity sweep
+    has none, so all of it): seeds are cut first,
+    then finalists, judged by how long the search's trials took; fewer than two finalists with one
     seed each are not worth running."""
-    if not cfg.tune.finalists or cfg.tune.search_examples is None:
+    if not cfg.tune.finalists:
         return []
     search = summarize_trials(search_rows(read_trials(path)))
     search = search[search["score"].notna()]
     finalists, seeds = min(cfg.tune.finalists, len(search)), cfg.tune.finalist_seeds
-    if left_s is not None:
-        fits = _runs_that_fit(cfg, path, left_s / 2)
+    if cfg.tune.search_examples is None:  # the model is a search run: it must keep its weights
+        finalists = min(finalists, cfg.tune.keep_checkpoints)
+    if left_s is not None:  # half for a final trial; all of it when there is none
+        share = left_s / 2 if cfg.tune.search_examples is not None else left_s
+        fits = _runs_that_fit(cfg, path, share)
         while finalists * seeds > fits and seeds > 1:
             seeds -= 1
         finalists = min(finalists, fits // seeds)

@@ -364,8 +364,9 @@ class TuneConfig(_Section):
     finalists: int = Field(
         3, ge=0, description="After the search, the top this many configurations are trained "
         "again with tune.finalist_seeds more seeds (at the search's fidelity, inside the "
-        "budget), and the final trial takes the one with the best seed-mean; 0: the best "
-        "search score alone decides (needs tune.search_examples).",
+        "budget), and the one with the best seed-mean is the model: the final trial trains it, "
+        "or, without tune.search_examples, its search run is exported (then at most "
+        "tune.keep_checkpoints finalists); 0: the best search score alone decides.",
     )
     finalist_seeds: int = Field(
         2, ge=1, description="Extra seeds (train.seed + 1, + 2, ...) each finalist is re-run "

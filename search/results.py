@@ -35,6 +35,7 @@ __all__ = [
     "ResultsError",
     "StopReason",
     "best_trial",
+    "chosen_trial",
     "describe_gain",
     "describe_lineage",
     "experiment_path",
@@ -300,7 +301,7 @@ def sweep_overview(experiment_dir: str | Path) -> dict[str, Any]:
         summary = summarize_trials(read_trials(path))
     except ResultsError as err:
         return {"name": sweep_name(path), "status": f"unreadable: {err}", "path": path}
-    best = pick_best(summary)
+    best = pick_best(summary, chosen_trial(meta))
     test = recorded_test_metrics(meta, best["trial_id"]) if best is not None else None
     return {"name": meta.get("name") or sweep_name(path), "status": meta.get("status"),
             "trials": len(summary), "metric": meta.get("metric"),
@@ -443,16 +444,25 @@ def describe_lineage(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def best_trial(frame: pd.DataFrame) -> pd.Series | None:
+def best_trial(frame: pd.DataFrame, chosen: str | None = None) -> pd.Series | None:
     """The sweep's model, from the raw event frame (see :func:`pick_best`)."""
-    return pick_best(summarize_trials(frame))
+    return pick_best(summarize_trials(frame), chosen)
 
 
-def pick_best(summary: pd.DataFrame) -> pd.Series | None:
+def chosen_trial(meta: dict[str, Any]) -> str | None:
+    """The search trial whose configuration the sweep chose (``final_source``: by finalists'
+    mean, or the default kept by tune.min_improvement); None before the choice."""
+    return (meta.get("final_source") or {}).get("trial_id")
+
+
+def pick_best(summary: pd.DataFrame, chosen: str | None = None) -> pd.Series | None:
     """The sweep's model from a table sorted best first (:func:`summarize_trials`): its final
     trial (the chosen configuration trained on all the data) once that has an evaluation, else
-    the search trial with the highest best-evaluation score; None if none has an evaluation."""
+    the ``chosen`` search trial (:func:`chosen_trial`: a full-fidelity sweep's finalists pick
+    which search run is the model), else the search trial with the highest best-evaluation
+    score; None if none has an evaluation."""
     scored = summary[summary["score"].notna()] if len(summary) else summary
     final = scored[scored["phase"] == "final"] if "phase" in scored else scored.iloc[:0]
-    chosen = final if not final.empty else scored
-    return None if chosen.empty else chosen.iloc[0]
+    picked = scored[scored["trial_id"] == chosen] if chosen else scored.iloc[:0]
+    rows = final if not final.empty else picked if not picked.empty else scored
+    return None if rows.empty else rows.iloc[0]

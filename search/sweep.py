@@ -42,6 +42,7 @@ from search.results import (
     experiment_path,
     prefix_cache_dir,
     read_sweep_meta,
+    read_trials,
     results_path,
     update_sweep_meta,
     write_row_keys,
@@ -435,6 +436,17 @@ def _grid(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return space
 
 
+def _choose_search_run(cfg: AppConfig, path: str) -> None:
+    """A full-fidelity sweep has no final trial: its model is a search run. When finalists
+    ran, the configuration they chose (by mean, or the default kept by tune.min_improvement)
+    is the model, as its search run; without finalists, the best search score decides."""
+    if not (read_trials(path)["phase"] == "finalist").any():
+        return
+    choice = choose_final(cfg, path)
+    log.warning("the sweep's model: search trial %s (%s)", choice["trial_id"], choice["reason"])
+    update_sweep_meta(path, final_source=choice)
+
+
 def _run_final(cfg: AppConfig, data: PreparedData, name: str, recorder: ResultsRecorder,
                trial_fn: Callable[..., None], started: float, head: ProbeHead | None) -> None:
     """Train the best search configuration on all the training data: one more Tune trial,
@@ -508,10 +520,12 @@ def run_sweep(
         phase = read_sweep_meta(path).get("phase", "search") if resume else "search"
         if phase == "search":
             _run_search(cfg, data, name, recorder, trial_fn, resume, head, warm)
+        if phase in ("search", "finalists"):
+            _run_finalists(cfg, data, name, recorder, trial_fn, started, head)
         if cfg.tune.search_examples is not None:
-            if phase in ("search", "finalists"):
-                _run_finalists(cfg, data, name, recorder, trial_fn, started, head)
             _run_final(cfg, data, name, recorder, trial_fn, started, head)
+        elif phase in ("search", "finalists"):
+            _choose_search_run(cfg, path)
     except KeyboardInterrupt:
         update_sweep_meta(path, status="interrupted", ended_at=time.time())
         raise
@@ -569,9 +583,9 @@ def _start_meta(cfg: AppConfig, path: str, name: str, data: PreparedData,
 
 
 def _finish_meta(cfg: AppConfig, path: str) -> None:
-    from search.results import best_trial, read_trials
+    from search.results import best_trial, chosen_trial
 
-    best = best_trial(read_trials(path))
+    best = best_trial(read_trials(path), chosen_trial(read_sweep_meta(path)))
     summary = None
     if best is not None:
         summary = {k: (None if _isnan(v) else v) for k, v in best.to_dict().items()}

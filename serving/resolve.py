@@ -15,6 +15,7 @@ from search import artifacts, storage
 from search.results import (
     ResultsError,
     best_trial,
+    chosen_trial,
     list_sweeps,
     read_sweep_meta,
     read_trials,
@@ -106,7 +107,7 @@ def _sweep_with_trial(storage_path: str, trial: str) -> str:
 def _from_sweep(experiment: str, trial: str | None) -> ResolvedModel:
     frame = read_trials(experiment)
     if trial is None:
-        row = best_trial(frame)
+        row = best_trial(frame, chosen_trial(read_sweep_meta(experiment)))
         if row is None:
             raise ResultsError(f"no trial of {sweep_name(experiment)} finished an epoch yet")
     else:

@@ -105,6 +105,20 @@ def test_finalists_take_at_most_half_of_what_the_search_left(
     assert all(r["seed"] in range(1, seeds + 1) and r["lr"] > 0 for r in runs)
 
 
+def test_a_full_fidelity_sweeps_finalists_keep_their_checkpoints_and_all_the_time_left(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    from search.budget import finalist_runs
+
+    # No search_examples: the model is a finalist's own search run, so only trials that keep
+    # their checkpoints qualify, and with no final trial to come they may use all the time left.
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "tune.finalists=3", "tune.finalist_seeds=1",
+                      "tune.keep_checkpoints=2", "tune.max_concurrent_trials=2",
+                      "space.lr={low: 0.0005, high: 0.005, log: true}")
+    runs = finalist_runs(cfg, _with_wall_times(tmp_path, seconds=60.0), left_s=70)
+    assert [r["finalist_of"] for r in runs] == ["t0", "t1"]
+
+
 def test_the_choice_follows_the_finalists_mean_or_lower_bound(tiny_model_dir, reviews_csv,
                                                              tmp_path):
     # "lucky" won the search by a hair; its re-runs fall short. "steady" reproduces.

@@ -390,3 +390,25 @@ def test_finalists_are_rerun_with_more_seeds_and_the_choice_follows_their_mean(
     printed = [line for line in capsys.readouterr().out.splitlines() if "(search " in line]
     assert [line.split()[0].rstrip(":") for line in printed] == [second, top]  # by mean
     assert "NOT REPRODUCIBLE" in printed[1] and "NOT REPRODUCIBLE" not in printed[0]
+
+
+def test_a_full_fidelity_sweeps_finalists_choose_which_search_run_is_its_model(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    from search.best import export_best
+
+    # No tune.search_examples: no final trial; the model is the chosen configuration's run.
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=3", "train.epochs=1",
+               "tune.finalists=2", "tune.finalist_seeds=1", "tune.min_improvement=0")
+    path = run_sweep(cfg, name="full-finalists", trial_fn=_unlucky_top_finalist)
+    summary = summarize_trials(read_trials(path))
+    search = summary[summary["phase"] == "search"]
+    top, second = search["trial_id"].iloc[:2]
+    assert not (summary["phase"] == "final").any()
+    assert sorted(summary.loc[summary["phase"] == "finalist", "finalist_of"]) == sorted([top,
+                                                                                       second])
+    assert read_sweep_meta(path)["final_source"]["trial_id"] == second
+    best = export_best(path, tmp_path / "export")
+    assert best["trial_id"] == second and best["phase"] == "search"
+    selection = artifacts.read_meta(tmp_path / "export")["selection"]
+    assert selection["trial_id"] == second and len(selection["finalists"]) == 2
