@@ -28,7 +28,8 @@ def _write_config(path: Path, model_dir: Path, data: Path, storage: Path) -> Pat
         "space": {"alpha": 1, "lr": {"low": 0.0005, "high": 0.005, "log": True},
                   "frozen_depth": {"low": 0, "high": 2}, "dropout": 0.0, "weight_decay": 0.01},
         "tune": {"num_samples": NUM_SAMPLES, "max_concurrent_trials": 1, "num_cpus": 2,
-                 "storage_path": str(storage), "optuna_db": False},
+                 "storage_path": str(storage), "optuna_db": False,
+                 "finalists": 0},  # the search's resume is under test; finalists resume too
     }
     path.write_text(yaml.safe_dump(config))
     return path

@@ -28,12 +28,19 @@ def sftune(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def _kill_group(pid: int) -> None:
+    """SIGTERM the group, then SIGKILL whatever of it is left after 5 s."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
-        time.sleep(5)
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                os.killpg(pid, 0)  # is any of the group still alive?
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
 
 
 @pytest.fixture()

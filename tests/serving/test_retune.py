@@ -40,7 +40,10 @@ def _meta(storage, name: str) -> dict:
     return json.loads((storage / name / "sftune" / "sweep.json").read_text())
 
 
-def test_retune_promotes_a_better_model_and_refuses_a_worse_one(env, tiny_model_dir, tmp_path):
+def test_retune_promotes_a_better_model_and_refuses_a_worse_one(env, tiny_model_dir, tmp_path,
+                                                               capsys):
+    from search.cli import main
+
     storage, port = tmp_path / "runs", free_port()
     old, new = tmp_path / "old.csv", tmp_path / "new.csv"
     first = make_reviews(30, seed=1)
@@ -87,6 +90,7 @@ def test_retune_promotes_a_better_model_and_refuses_a_worse_one(env, tiny_model_
     assert not decision["promote"] and decision["lead"] < 0, worse.stdout
     assert requests.get(f"{url}/model", timeout=10).json()["model_id"] == now["model_id"]
     assert "kept the served model" in worse.stdout and decision["promoted_to"] is None
-    shown = sftune("results", "v3", "--storage", str(storage), env=env).stdout
+    assert main(["results", "v3", "--storage", str(storage)]) == 0
+    shown = capsys.readouterr().out
     assert "re-tune of v2: the served model was kept" in shown
     assert "warm-started from v2" in shown
