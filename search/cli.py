@@ -137,6 +137,7 @@ def _print_results(path: str, top: int) -> None:
         read_sweep_meta,
         read_trials,
         summarize_trials,
+        widen_command,
     )
 
     meta = read_sweep_meta(path)
@@ -155,8 +156,11 @@ def _print_results(path: str, top: int) -> None:
         print(summary[columns].head(top).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     _print_finalists(meta, frame)
     _print_failures(summary)
-    for edge in range_edges(meta, summary):  # the optimum may lie past a searched bound
+    edges = range_edges(meta, summary)  # the optimum may lie past a searched bound
+    for edge in edges:
         print(f"edge of range: {edge['message']}")
+    if edges:
+        print(f"  widen cheaply (these trials are not run again): {widen_command(meta, edges)}")
     kept = summary["checkpoint"].map(lambda c: isinstance(c, str)).sum()
     print(f"disk: {storage.total_size(path) / 2**20:.1f} MiB under {path} ({kept} trial "
           "checkpoints kept)")

@@ -56,6 +56,7 @@ __all__ = [
     "results_location",
     "results_path",
     "summarize_trials",
+    "widen_command",
     "sweep_name",
     "write_row_keys",
     "write_sweep_meta",
@@ -290,6 +291,15 @@ def range_edges(meta: dict[str, Any], summary: pd.DataFrame, top: int = 3
         return []
     rows = scored.head(top)[[c for c in PARAM_COLUMNS if c in scored]].to_dict("records")
     return edge_of_range(space, rows[0], rows)
+
+
+def widen_command(meta: dict[str, Any], edges: list[dict[str, Any]]) -> str | None:
+    """The follow-up to edge-of-range findings: a sweep over the widened ranges, warm-started
+    from this one, so its trials inside the new ranges are history, not new work."""
+    if not edges:
+        return None
+    sets = " ".join(f"--set '{edge['set']}'" for edge in edges)
+    return f"sftune sweep --warm-start {meta.get('name')} {sets}"
 
 
 def sweep_overview(experiment_dir: str | Path) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def edge_of_range(space: SpaceConfig, best: dict[str, Any], top: list[dict[str, 
         findings.append({
             "param": name, "bound": side, "value": float(best[name]),
             "range": [dim.low, dim.high], "top_near": near, "top": len(top),
-            "suggest": widened,
+            "suggest": widened, "set": f"space.{name}={_range_text(widened, dim)}",
             "message": (f"{name}: the best trial's {float(best[name]):.3g} sits at the {side} "
                         f"end of [{dim.low:g}, {dim.high:g}] ({near} of the top {len(top)} "
                         f"trials in its outer tenth); try --set 'space.{name}="

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import loaders
 from dashboard.views.common import Context, load_selected, show_empty_sweep
-from search.results import describe_gain, describe_lineage, range_edges
+from search.results import describe_gain, describe_lineage, range_edges, widen_command
 
 __all__ = ["render"]
 
@@ -125,8 +125,10 @@ def _range_edges(sweep: loaders.Sweep) -> None:
     edges = range_edges(sweep.meta, sweep.table)
     if edges:
         st.warning("**The best trials sit at the edge of a searched range**; the optimum may lie "
-                   "past it. Re-run with the widened range (`sftune sweep --set ...`):\n\n"
-                   + "\n".join(f"- {edge['message']}" for edge in edges))
+                   "past it. Re-run with the widened range, warm-started from this sweep (its "
+                   "trials are not run again):\n\n"
+                   + "\n".join(f"- {edge['message']}" for edge in edges)
+                   + f"\n\n`{widen_command(sweep.meta, edges)}`")
 
 
 def _bullets(values: dict) -> str:

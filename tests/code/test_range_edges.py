@@ -54,6 +54,9 @@ def test_results_print_the_edge_for_a_rigged_sweep(tmp_path, capsys):
     assert "edge of range: lr: the best trial's 0.00029 sits at the high end of [2e-05, " \
            "0.0003] (2 of the top 3 trials in its outer tenth)" in out
     assert "dropout" not in out.split("edge of range")[1]  # 0 is a wall, not an edge
+    # The follow-up: the widened range, warm-started from this sweep (its trials are history).
+    assert "sftune sweep --warm-start edge --set 'space.lr={low: 2e-05, high: 0.00116, " \
+           "log: true}'" in out
     assert main(["results", "edge", "--storage", str(tmp_path), "--json"]) == 0
     [edge] = json.loads(capsys.readouterr().out)["range_edges"]
     assert edge["param"] == "lr" and edge["bound"] == "high"

@@ -141,6 +141,7 @@ def test_overview_says_when_the_best_trials_sit_at_the_edge_of_a_range(open_app,
     [warning] = at.warning
     assert "edge of a searched range" in warning.value
     assert "lr: the best trial's 0.00029 sits at the high end" in warning.value
+    assert "sftune sweep --warm-start edge --set 'space.lr=" in warning.value
     assert not open_app(storage, page="overview").warning  # tiny's best lr is mid-range
 
 
