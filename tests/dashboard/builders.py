@@ -144,3 +144,17 @@ def write_retuned(storage: Path, name: str = "retuned") -> Path:
         "promoted_to": {"url": "http://127.0.0.1:8000", "trial_id": "t_best",
                         "model_id": "abc123"}}))
     return path
+
+
+def write_finalists(storage: Path, name: str = "finals") -> Path:
+    """tiny's trials plus re-runs of its top two: t_best's new seeds fall to 0.60 (a lucky
+    draw), t_patience's reproduce."""
+    path = storage / name
+    reruns = [dict(_row(f"r_{of}_{seed}", "TERMINATED", "completed", 1, acc), phase="finalist",
+                   finalist_of=of, seed=seed)
+              for of, seed, acc in (("t_best", 1, 0.60), ("t_best", 2, 0.60),
+                                    ("t_patience", 1, 0.76), ("t_patience", 2, 0.74))]
+    rows = pd.concat([tiny_rows().assign(phase="search"), pd.DataFrame(reruns)])
+    write_trials(path, rows)
+    write_sweep_meta(path, meta(name))
+    return path

@@ -145,6 +145,18 @@ def test_overview_says_when_the_best_trials_sit_at_the_edge_of_a_range(open_app,
     assert not open_app(storage, page="overview").warning  # tiny's best lr is mid-range
 
 
+def test_overview_shows_the_finalists_with_their_spread_ranked_by_mean(open_app, tmp_path):
+    builders.write_finalists(tmp_path)
+    at = open_app(tmp_path, page="overview", sweep="finals")
+    assert "Finalists" in _texts(at.header)
+    table = at.dataframe[0].value  # above the trial table
+    assert list(table["trial_id"]) == ["t_patience", "t_best"]  # by mean, not search score
+    assert list(table["reproducible"]) == [True, False]
+    assert table["mean"].tolist() == pytest.approx([(0.75 + 0.76 + 0.74) / 3,
+                                                    (0.84 + 0.60 + 0.60) / 3])
+    assert list(table["seeds"]) == ["1, 2", "1, 2"]
+
+
 def test_overview_shows_the_lineage_of_a_retuned_sweep(open_app, tmp_path):
     builders.write_tiny(tmp_path)
     builders.write_retuned(tmp_path)
