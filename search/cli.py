@@ -315,9 +315,8 @@ def _served_model(cfg: AppConfig, served: str | None) -> tuple[str | None, str |
     from serving.state import url_for
 
     url = url_for(cfg.serve)
-    key = os.environ.get(cfg.serve.api_key_env) if cfg.serve.api_key_env else None
     try:
-        info = model_info(url, key)
+        info = model_info(url, _api_key(cfg))
     except EndpointDown:
         return served, None
     except EndpointError as err:  # a key to set, or a server in trouble: say so, change nothing
@@ -342,10 +341,14 @@ def _promote(cfg: AppConfig, export_dir: str, url: str | None,
         promote(export_dir, cfg.serve, address=address)
     except ServeError as err:
         return None, str(err)
-    key = os.environ.get(cfg.serve.api_key_env) if cfg.serve.api_key_env else None
-    info = model_info(url, key)
+    info = model_info(url, _api_key(cfg))
     return {"url": url, "trial_id": info.get("trial_id"), "model_id": info.get("model_id"),
             "model_dir": info.get("model_dir")}, None
+
+
+def _api_key(cfg: AppConfig) -> str | None:
+    """The endpoint's API key, from the variable serve.api_key_env names (None: no key)."""
+    return os.environ.get(cfg.serve.api_key_env) if cfg.serve.api_key_env else None
 
 
 def cmd_assets(args: argparse.Namespace) -> int:

@@ -499,18 +499,18 @@ def run_sweep(
     data = prepare_data(cfg.data, load_tokenizer(model_dir))  # once per sweep, for every trial
     log.warning("data: %s, max_length %d (%s truncation; %.1f%% of training texts cut)",
                 data.sizes, data.max_length, data.truncation, 100 * data.truncated_share)
+    # Planned before any costly step, so a missing old sweep fails at once. A resumed sweep has
+    # its history in its table and its restored searcher already.
+    warm = plan_warm_start(cfg, data.fingerprint) if cfg.tune.warm_start and not resume else None
     head = _probe_head(cfg, data, model_dir)
     _init_ray(cfg, address)
     recorder = ResultsRecorder(experiment_dir=path, keep_checkpoints=cfg.tune.keep_checkpoints,
                                fixed=fixed_params(cfg), default=default_point(cfg))
-    warm = None
     if resume:
         if not tune.Tuner.can_restore(experiment_path(cfg, name)):
             raise SweepError(f"no sweep to resume at {experiment_path(cfg, name)}")
         started = time.time() - _elapsed_before(path)
     else:
-        # A resumed sweep has its history in its table and its restored searcher already.
-        warm = plan_warm_start(cfg, data.fingerprint) if cfg.tune.warm_start else None
         _start_meta(cfg, path, name, data, warm)
         if warm is not None and not warm.rows.empty:
             recorder.import_rows(warm.rows)
