@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -147,7 +148,13 @@ def test_killed_sweep_resumes_without_losing_or_rerunning_trials(
     finally:
         _kill_tree(second)
     assert second.returncode == 0, err[-3000:]
-    assert ("restarts from the beginning" in err) == checkpoint_lost, err[-3000:]
+    restarted = set(re.findall(r"trial (\w+): its checkpoint .* is gone", err))
+    if checkpoint_lost:
+        assert restarted, err[-3000:]
+    # A running trial can restart even with nothing deleted by hand: Tune removes a trial's
+    # superseded checkpoint before its next snapshot, and the kill may fall in between. A
+    # finished trial never restarts.
+    assert not restarted & finished, err[-3000:]
 
     after = read_trials(experiment)
     summary = summarize_trials(after)
