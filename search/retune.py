@@ -77,7 +77,9 @@ def compare_models(cfg: AppConfig, served_dir: Path, candidate_dir: Path,
     from search.splits import row_keys
 
     splits, names = load_splits(cfg.data)
-    seen, note = _rows_seen(cfg, read_meta(served_dir).get("sweep"))
+    models = {"served": served_dir, "candidate": candidate_dir}
+    metas = {side: read_meta(path) for side, path in models.items()}
+    seen, note = _rows_seen(cfg, metas["served"].get("sweep"))
     fresh = ~np.isin(row_keys(splits.test), seen) if seen is not None else \
         np.ones(len(splits.test), dtype=bool)
     rows = splits.test[fresh]
@@ -85,16 +87,13 @@ def compare_models(cfg: AppConfig, served_dir: Path, candidate_dir: Path,
         raise ResultsError("every row of the new test split was in the served model's training "
                            "or validation data: no fair comparison is possible")
     metric = cfg.train.metric.removeprefix("val_")
-    scores = {side: evaluate_export(path, rows, names, cfg)
-              for side, path in (("served", served_dir), ("candidate", candidate_dir))}
+    scores = {side: evaluate_export(path, rows, names, cfg) for side, path in models.items()}
     return {
         "metric": metric, "margin": margin, "test_rows": len(splits.test),
         "held_out_rows": int(fresh.sum()), "held_out": note,
-        **{side: {"trial_id": read_meta(path).get("trial_id"),
-                  "sweep": read_meta(path).get("sweep"),
+        **{side: {"trial_id": metas[side].get("trial_id"), "sweep": metas[side].get("sweep"),
                   **{m: float(scores[side][f"test_{m}"])
-                     for m in ("accuracy", "f1_macro", "f1_worst")}}
-           for side, path in (("served", served_dir), ("candidate", candidate_dir))},
+                     for m in ("accuracy", "f1_macro", "f1_worst")}} for side in models},
         **decide(scores["served"][f"test_{metric}"], scores["candidate"][f"test_{metric}"],
                  metric, margin),
     }

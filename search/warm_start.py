@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from search import storage
+from search.budget import search_budget
 from search.config import AppConfig, Choice, Range, build_config, is_point
 from search.results import (
     PARAM_COLUMNS,
@@ -92,7 +93,8 @@ def plan_warm_start(cfg: AppConfig, fingerprint: str) -> WarmStart:
     meta = read_sweep_meta(path)
     old_cfg = build_config(meta["config"], f"{path} sweep.json")
     changes = fidelity_changes(old_cfg, meta.get("data_fingerprint"), cfg, fingerprint)
-    trials = summarize_trials(search_rows(read_trials(path)))
+    rows = read_trials(path)
+    trials = summarize_trials(search_rows(rows))
     finished = trials[trials["score"].notna() & (trials["status"] == "TERMINATED")]
     source = meta.get("name") or sweep_name(path)
     if changes:
@@ -102,7 +104,7 @@ def plan_warm_start(cfg: AppConfig, fingerprint: str) -> WarmStart:
     else:
         plan = WarmStart(source=source, path=path, mode="history",
                          reason="same data, model and search fidelity")
-        _add_history(plan, cfg, finished, read_trials(path))
+        _add_history(plan, cfg, finished, rows)
     log.warning("warm start from %s (%s; %s): %d old trials as history, %d configurations "
                 "first, %d outside the space", source, plan.mode, plan.reason,
                 len(plan.history), len(plan.prior), plan.skipped)
@@ -114,8 +116,6 @@ def fidelity_changes(old: AppConfig, old_fingerprint: str | None, new: AppConfig
     """What differs between two sweeps in what decides a search trial's score (the data, the
     model, the metric, how a trial trains and at what fidelity); empty: scores compare."""
     def signature(cfg: AppConfig) -> dict[str, Any]:
-        from search.budget import search_budget
-
         train = cfg.train.model_dump(exclude=set(_OPERATIONAL_TRAIN_KEYS))
         budget = search_budget(cfg)
         return {
