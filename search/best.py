@@ -184,18 +184,22 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     """What the tuning bought: the search trial the sweep chose against the untuned default
     trial (the search's first), both on the test split and at the same fidelity, the search's.
 
-    None when the default trial is missing or lost its checkpoint (a resumed old sweep).
+    None when either trial is missing or has no checkpoint: a resumed old sweep, or a search
+    trial whose last evaluation came as the search's time ran out (Tune stopped it before it
+    registered the checkpoint; its score still counts, and the final trial trains it).
     """
     summary = summarize_trials(read_trials(experiment_dir))
     search = search_rows(summary)
     search = search[search["score"].notna()]
     default = search[search["default_point"]]
-    if search.empty or default.empty or not _has_checkpoint(default.iloc[0]):
+    if search.empty or default.empty:
         return None
     # The search trial whose configuration the final trial trained, else the best one.
     source = (read_sweep_meta(experiment_dir).get("final_source") or {}).get("trial_id")
     chosen = search[search["trial_id"] == source]
     tuned, untuned = (chosen if len(chosen) else search).iloc[0], default.iloc[0]
+    if not (_has_checkpoint(tuned) and _has_checkpoint(untuned)):
+        return None
     tuned_test = _test_metrics(experiment_dir, tuned, cfg)
     untuned_test = _test_metrics(experiment_dir, untuned, cfg)
     return {

@@ -142,3 +142,23 @@ def test_the_choice_follows_the_finalists_mean_or_lower_bound(tiny_model_dir, re
         by_id = {f["trial_id"]: f for f in choice["finalists"]}
         assert by_id["lucky"]["mean"] == pytest.approx((0.86 + 0.80 + 0.81) / 3)
         assert not by_id["lucky"]["reproducible"] and by_id["steady"]["reproducible"]
+
+
+def test_no_tuning_gain_when_the_chosen_search_trial_has_no_checkpoint(tiny_model_dir,
+                                                                     reviews_csv, tmp_path):
+    # A search trial whose last evaluation came as the search's time ran out has a score but no
+    # checkpoint (Tune stopped it first): the export must not fail on it (a debates benchmark
+    # run did, before this), and nothing is evaluated.
+    from search.best import tuning_gain
+    from search.results import write_sweep_meta
+
+    kept = tmp_path / "default-checkpoint"
+    kept.mkdir()
+    rows = [{"trial_id": "dflt", "default_point": True, "score": 0.60, "checkpoint": str(kept)},
+            {"trial_id": "late", "default_point": False, "score": 0.65, "checkpoint": None}]
+    write_trials(tmp_path, pd.DataFrame([{**r, "phase": "search", "status": "TERMINATED",
+                                          "epoch": 0.3, "examples": 256, "lr": 0.001,
+                                          "val_accuracy": r["score"]} for r in rows]))
+    write_sweep_meta(tmp_path, {"name": "t", "final_source": {"trial_id": "late"}})
+    cfg = tiny_config(tiny_model_dir, reviews_csv)
+    assert tuning_gain(str(tmp_path), cfg) is None
