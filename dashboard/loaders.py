@@ -50,11 +50,11 @@ __all__ = [
     "finalists",
     "per_class",
     "per_class_difference",
+    "retune_scores",
     "sweep_row",
     "sweep_table",
     "table_csv",
     "test_metrics",
-    "retune_scores",
     "trial_counts",
     "trial_table",
 ]

@@ -195,8 +195,7 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     if search.empty or default.empty:
         return None
     # The search trial whose configuration the final trial trained, else the best one.
-    source = (read_sweep_meta(experiment_dir).get("final_source") or {}).get("trial_id")
-    chosen = search[search["trial_id"] == source]
+    chosen = search[search["trial_id"] == chosen_trial(read_sweep_meta(experiment_dir))]
     tuned, untuned = (chosen if len(chosen) else search).iloc[0], default.iloc[0]
     if not (_has_checkpoint(tuned) and _has_checkpoint(untuned)):
         return None

@@ -112,9 +112,8 @@ def finalist_runs(cfg: AppConfig, path: str, left_s: float | None) -> list[dict[
     ``tune.keep_checkpoints`` in a full-fidelity sweep, whose model is one of their search
     runs), each with ``tune.finalist_seeds`` new seeds. With a budget they may take at most
     half of the ``left_s`` seconds left (the final trial keeps the rest; a full-fidelity sweep
-    has none, so all of it): seeds are cut first,
-    then finalists, judged by how long the search's trials took; fewer than two finalists with one
-    seed each are not worth running."""
+    has none, so all of it): seeds are cut first, then finalists, judged by how long the
+    search's trials took; fewer than two finalists with one seed each are not worth running."""
     if not cfg.tune.finalists:
         return []
     search = summarize_trials(search_rows(read_trials(path)))
