@@ -66,8 +66,12 @@ class SweepError(ValueError):
 
 def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
               fixed: dict[str, Any], experiment: str, experiment_dir: str,
-              phase: str = "search", head: ProbeHead | None = None) -> None:
-    """The Tune trainable: one trial of the one Trainer, reporting every epoch to Tune."""
+              phase: str = "search", head: ProbeHead | None = None,
+              stop_at: float | None = None) -> None:
+    """The Tune trainable: one trial of the one Trainer, reporting every evaluation to Tune.
+
+    ``stop_at`` (wall clock) is when the search's time is up: the trial then evaluates once
+    more and ends by itself (see :data:`STRAGGLER_FACTOR`)."""
     from search.train import Trainer
 
     seed = config.get("seed")
@@ -93,7 +97,7 @@ def run_trial(config: dict[str, Any], *, cfg: AppConfig, data: PreparedData,
         cfg=cfg, params=params, data=data, model_dir=resolve_model_dir(cfg.model.name),
         workdir=workdir, report=report,
         trial_meta={"trial_id": context.get_trial_id(), "sweep": experiment, "phase": phase},
-        cache_dir=prefix_cache_dir(experiment_dir), head=head,
+        cache_dir=prefix_cache_dir(experiment_dir), head=head, stop_at=stop_at,
     )
     restored = tune.get_checkpoint()
     try:
@@ -235,10 +239,10 @@ def _init_ray(cfg: AppConfig, address: str | None) -> None:
 
 def _build_trainable(cfg: AppConfig, data: PreparedData, name: str,
                      trial_fn: Callable[..., None], *, phase: str, head: ProbeHead | None,
-                     resources: dict[str, float] | None = None):
+                     resources: dict[str, float] | None = None, stop_at: float | None = None):
     trainable = tune.with_parameters(
         trial_fn, cfg=cfg, data=data, fixed=fixed_params(cfg), experiment=name,
-        experiment_dir=experiment_path(cfg, name), phase=phase, head=head,
+        experiment_dir=experiment_path(cfg, name), phase=phase, head=head, stop_at=stop_at,
     )
     resources = resources or {"cpu": cfg.tune.cpus_per_trial, "gpu": cfg.tune.gpus_per_trial}
     return tune.with_resources(trainable, resources)
@@ -345,9 +349,9 @@ def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
     tune_config = tune.TuneConfig(
         search_alg=_searcher(cfg, budget_s, warm), scheduler=_scheduler(cfg, data),
         num_samples=cfg.tune.num_samples, max_concurrent_trials=cfg.tune.max_concurrent_trials,
-        # New trials stop at the budget (the searcher's deadline); this hard stop only ends
-        # stragglers that run far past it (they keep their best evaluation).
-        time_budget_s=budget_s * STRAGGLER_FACTOR if budget_s is not None else None,
+        # New trials stop at the budget (the searcher's deadline), and running ones end by
+        # themselves at STRAGGLER_FACTOR times it; this hard stop is only the backstop.
+        time_budget_s=budget_s * BACKSTOP_FACTOR if budget_s is not None else None,
         # A trial's worker process stays for the next trial: no new process, no second import
         # of torch and transformers per trial.
         reuse_actors=True,
@@ -369,8 +373,14 @@ def _restored_tuner(path: str, trainable):
 #: its index in the phase's grid.
 FINALIST_KEYS = ("seed", "finalist_of", "finalist_run")
 FINALISTS_DIRNAME = "finalists"
-#: Trials still running this far past the search's budget (as a multiple of it) are stopped.
+#: Trials still running this far into the search's budget (as a multiple of it) evaluate once
+#: more and end. The trial ends itself: a Tune stop that lands between a trial's report and
+#: the registration of its checkpoint drops that checkpoint (Ray 2.60 clears the pending save),
+#: which once left a sweep choosing a trial that had a score and no weights.
 STRAGGLER_FACTOR = 1.25
+#: Tune's own hard stop of the search, as a multiple of its budget: only for a trial that cannot
+#: end itself in time (an evaluation far slower than the search's share, a hung worker).
+BACKSTOP_FACTOR = 1.6
 FINAL_DIRNAME = "final"
 
 
@@ -385,14 +395,16 @@ def _run_search(cfg: AppConfig, data: PreparedData, name: str, recorder: Results
                 trial_fn: Callable[..., None], resume: bool, head: ProbeHead | None,
                 warm: WarmStart | None) -> None:
     search_cfg, search_data = search_setup(cfg, data)
+    budget = search_budget(cfg)
+    # A resumed search has no stop time of its own: its restored Tune stop ends it.
+    stop_at = time.time() + budget * STRAGGLER_FACTOR if budget and not resume else None
     trainable = _build_trainable(search_cfg, search_data, name, trial_fn, phase="search",
-                                 head=head)
+                                 head=head, stop_at=stop_at)
     recorder.phase = "search"
     if resume:
         tuner = _restored_tuner(experiment_path(cfg, name), trainable)
     else:
-        tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data,
-                           search_budget(cfg), warm)
+        tuner = _new_tuner(search_cfg, name, trainable, recorder, search_data, budget, warm)
     tuner.fit()
 
 

@@ -165,8 +165,13 @@ class Trainer:
         progress: bool = False,
         cache_dir: Path | None = None,
         head: ProbeHead | None = None,
+        stop_at: float | None = None,
     ) -> None:
         self.cfg, self.params, self.data = cfg, params, data
+        # A wall-clock time (time.time()) past which the run evaluates once more and ends as
+        # budget_stopped: a sweep's time running out ends its trials this way, reported and
+        # checkpointed, rather than by Tune cutting them off mid-report.
+        self.stop_at = stop_at
         self.head = head  # a probe fit once for many trials (a sweep's); else fit in fit()
         self.model_dir, self.workdir = Path(model_dir), Path(workdir)
         self.report = report or (lambda metrics, checkpoint: None)
@@ -416,18 +421,29 @@ class Trainer:
                 result.stop_reason, result.message = StopReason.DIVERGED, str(err)
                 return result
             state.step += 1
-            done = state.share(self.total_steps, time_limit) >= 1.0
-            if done or state.step % self.eval_steps == 0:
-                metrics = self._evaluation(state, window, lr, done, result)
+            ended = self._ended(state, time_limit)
+            if ended or state.step % self.eval_steps == 0:
+                metrics = self._evaluation(state, window, lr, ended, result)
                 window = _Window()
                 if metrics["stop_reason"] != StopReason.RUNNING:
                     result.stop_reason = metrics["stop_reason"]
                     break
         return result
 
-    def _evaluation(self, state: _Progress, window: _Window, lr: float, done: bool,
+    def _ended(self, state: _Progress, time_limit: float | None) -> str | None:
+        """Why the run ends after this step (its steps or time limit done, or the sweep's stop
+        time passed), or None while it goes on."""
+        if state.share(self.total_steps, time_limit) >= 1.0:
+            return StopReason.COMPLETED
+        if self.stop_at is not None and time.time() >= self.stop_at:
+            return StopReason.BUDGET_STOPPED
+        return None
+
+    def _evaluation(self, state: _Progress, window: _Window, lr: float, ended: str | None,
                     result: TrialResult) -> dict[str, Any]:
-        """Evaluate on validation, keep the best, report; returns the reported metrics."""
+        """Evaluate on validation, keep the best, report; returns the reported metrics.
+
+        ``ended`` is the run's stop reason when this is its last evaluation, else None."""
         # examples = steps x batch size (the last batch of an epoch may be shorter): ASHA's time
         # axis, on which its rungs fall exactly at evaluations.
         metrics = {
@@ -448,8 +464,7 @@ class Trainer:
         metrics["score"] = metrics[metric] if improved else result.best[metric]
         stopped = state.stale >= self.cfg.train.patience
         metrics["stop_reason"] = (
-            StopReason.COMPLETED if done else StopReason.EARLY_STOPPED if stopped
-            else StopReason.RUNNING
+            ended or (StopReason.EARLY_STOPPED if stopped else StopReason.RUNNING)
         )
         result.history.append(metrics)
         if improved:

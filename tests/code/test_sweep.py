@@ -282,6 +282,24 @@ def test_time_budget_stops_launching_and_the_sweep_still_exports(
     assert export_best(path, tmp_path / "export")["test_accuracy"] >= 0
 
 
+def test_trials_running_when_the_time_is_up_end_themselves_scored_and_checkpointed(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    # No evaluation would come before the trials' 500 epochs end: only the sweep's stop time
+    # makes them evaluate, and they end by themselves with it, each with its checkpoint (a
+    # Tune stop landing between a report and its checkpoint's registration drops the latter).
+    from pathlib import Path
+
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=2",
+               "tune.time_budget_s=12", "train.epochs=500", "train.eval_every=1000000",
+               "train.patience=100", "tune.finalists=0", "tune.keep_checkpoints=4")
+    summary = summarize_trials(read_trials(run_sweep(cfg, name="ends")))
+    assert len(summary) == 2
+    assert (summary["stop_reason"] == "budget_stopped").all()
+    assert summary["score"].notna().all() and (summary["epochs"] < 500).all()
+    assert all((Path(c) / artifacts.WEIGHTS_FILE).exists() for c in summary["checkpoint"])
+
+
 def test_final_trial_gets_what_the_budget_left_all_lanes_and_per_epoch_evaluation(
     tiny_model_dir, reviews_csv, tmp_path
 ):

@@ -191,6 +191,25 @@ def test_time_limit_ends_training_early_with_the_lr_decayed(
     assert lrs[-1] < 0.3 * max(lrs)  # decaying to zero by the limit, not cut at its peak
 
 
+def test_a_passed_stop_time_ends_the_run_reported_and_checkpointed(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    # A sweep whose time is up: the trial evaluates after the step it is in, reports that
+    # evaluation with its checkpoint, and ends as budget_stopped (not cut off mid-report).
+    import time
+
+    reports = []
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "train.epochs=4", "train.patience=100")
+    trainer = Trainer(cfg=cfg, params=cfg.default_params(), data=tiny_data(cfg),
+                      model_dir=tiny_model_dir, workdir=tmp_path, stop_at=time.time() - 1,
+                      report=lambda m, c: reports.append((m, c)))
+    result = trainer.fit()
+    assert len(reports) == 1 and reports[0][0]["step"] == 1
+    metrics, checkpoint = reports[0]
+    assert metrics["stop_reason"] == result.stop_reason == "budget_stopped"
+    assert checkpoint is not None and (checkpoint / "model.safetensors").exists()
+
+
 def test_micro_batches_under_a_token_cap_give_the_whole_batch_update(
     tiny_model_dir, reviews_csv, tmp_path
 ):
