@@ -233,6 +233,12 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
     at_majority = search["val_accuracy"] <= majority + 1e-9
     gain = best.get("tuning_gain") or {}
     return {"test_accuracy": best["test_accuracy"], "test_f1_macro": best["test_f1_macro"],
+            # The transformer alone, when the export's lexical layer has a weight (else equal).
+            "lexical_weight": best.get("lexical_weight", 0.0),
+            "test_accuracy_model_only": best.get("test_accuracy_model_only",
+                                                 best["test_accuracy"]),
+            "test_f1_macro_model_only": best.get("test_f1_macro_model_only",
+                                                 best["test_f1_macro"]),
             "best_val_accuracy": best["score"], "search_trials": len(search),
             "trials_at_majority": int(at_majority.sum()), "val_majority": majority,
             "tuning_gain_accuracy": gain.get("gain_accuracy"),
@@ -300,7 +306,8 @@ def measure(system: str, dataset: str, seed: int, budget: float, args) -> dict[s
     result = queue.get()
     proc.join()
     row = {"dataset": dataset, "system": system, "seed": seed, "budget_s": budget, **result}
-    shown = {k: row.get(k) for k in ("test_accuracy", "test_f1_macro", "wall_s", "error")}
+    shown = {k: row.get(k) for k in ("test_accuracy", "test_f1_macro", "wall_s", "error",
+                                     "test_accuracy_model_only", "lexical_weight") if k in row}
     print(f"=== {dataset} seed {seed} {system}: {shown}", flush=True)
     return row
 
@@ -323,6 +330,11 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "dataset": dataset, "system": system, "seeds": len(ok),
                 "test_accuracy": _mean_sd([r["test_accuracy"] for r in ok]),
                 "test_f1_macro": _mean_sd([r["test_f1_macro"] for r in ok]),
+                # sftune's transformer without its lexical layer ("-" for the other systems)
+                "model_only_accuracy": _mean_sd([r["test_accuracy_model_only"] for r in ok
+                                                 if "test_accuracy_model_only" in r]),
+                "lexical_weights": " / ".join(f"{r['lexical_weight']:g}" for r in ok
+                                              if "lexical_weight" in r) or "-",
                 "wall_s": _mean_sd([r["wall_s"] for r in ok]).replace(".000", ""),
                 "peak_rss_mib": max((r["tree_peak_rss_mib"] for r in ok), default=None),
                 "at_majority": _majority_share(ok),
@@ -366,8 +378,8 @@ def main() -> None:
     runs = [measure(system, dataset, seed, budget, args)
             for dataset in args.datasets for seed in args.seeds for system in args.systems]
     rows = summarize(runs)
-    columns = ["dataset", "system", "seeds", "test_accuracy", "test_f1_macro", "wall_s",
-               "peak_rss_mib", "at_majority"]
+    columns = ["dataset", "system", "seeds", "test_accuracy", "test_f1_macro",
+               "model_only_accuracy", "lexical_weights", "wall_s", "peak_rss_mib", "at_majority"]
     print_table(rows, columns)
     name = "quality" + (f"-{args.tag}" if args.tag else "")
     write_json(name, {"argv": sys.argv, "budget_s": budget, "summary": rows, "runs": runs,

@@ -1,8 +1,9 @@
 """The fallback when no endpoint is up: the sweep's exported best model, run in-process.
 
 An exported model is a plain Hugging Face directory (see :mod:`search.artifacts`), so vanilla
-``transformers.pipeline`` loads it. torch and transformers are imported only when the user asks
-for it, so the rest of the dashboard stays light.
+``transformers.pipeline`` loads it; its lexical layer (:mod:`search.lexical`), if any, is added
+here as the endpoint adds it. torch and transformers are imported only when the user asks for
+it, so the rest of the dashboard stays light.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dashboard.client import Prediction
 from search import storage
 from search.artifacts import WEIGHTS_FILE, read_meta, verify_safetensors_only
+from search.lexical import LexicalLayer, fuse, load_layer
 
 __all__ = ["LocalModel", "find_export", "load_local_model"]
 
@@ -65,19 +68,29 @@ def find_export(meta: dict[str, Any], experiment_dir: str | Path,
 
 @dataclass
 class LocalModel:
-    """A loaded pipeline plus what it is (from the checkpoint's ``sftune.json``)."""
+    """A loaded pipeline plus what it is (from the checkpoint's ``sftune.json``) and its lexical
+    layer (:mod:`search.lexical`), applied as the endpoint applies it."""
 
     directory: Path
     meta: dict[str, Any]
     pipe: Any
+    lexical: LexicalLayer | None = None
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         outputs = self.pipe(list(texts), top_k=None, truncation=True)
+        id2label = self.pipe.model.config.id2label
+        names = [str(id2label[i]) for i in range(len(id2label))]  # the layer's column order
+        probs = np.array([[{str(s["label"]): float(s["score"]) for s in scores}[name]
+                           for name in names] for scores in outputs])
+        if self.lexical is not None:
+            with np.errstate(divide="ignore"):
+                own = np.log(probs)
+            probs = np.exp(fuse(own, self.lexical.log_probs(texts), self.lexical.weight))
         predictions = []
-        for text, scores in zip(texts, outputs, strict=True):
-            probs = {str(s["label"]): float(s["score"]) for s in scores}
-            label = max(probs, key=probs.get)
-            predictions.append(Prediction(text, label, probs[label], probs))
+        for text, row in zip(texts, probs, strict=True):
+            best = int(row.argmax())
+            predictions.append(Prediction(text, names[best], float(row[best]),
+                                          dict(zip(names, map(float, row), strict=True))))
         return predictions
 
 
@@ -89,4 +102,5 @@ def load_local_model(directory: str | Path) -> LocalModel:
     directory = storage.local_copy(str(directory))
     verify_safetensors_only(directory)
     pipe = pipeline("text-classification", model=str(directory), device="cpu")
-    return LocalModel(directory=directory, meta=read_meta(directory), pipe=pipe)
+    return LocalModel(directory=directory, meta=read_meta(directory), pipe=pipe,
+                      lexical=load_layer(directory))

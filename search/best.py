@@ -15,6 +15,15 @@ import pandas as pd
 
 from search import artifacts, storage
 from search.config import AppConfig, build_config
+from search.lexical import (
+    LEXICAL_FILE,
+    LEXICAL_META,
+    choose_weight,
+    fit_layer,
+    fuse,
+    load_layer,
+    log_softmax,
+)
 from search.results import (
     ResultsError,
     best_trial,
@@ -27,7 +36,8 @@ from search.results import (
     update_sweep_meta,
 )
 
-__all__ = ["choose_trial", "evaluate_checkpoint", "evaluate_export", "export_best", "sweep_config"]
+__all__ = ["attach_lexical", "choose_trial", "evaluate_checkpoint", "evaluate_export",
+           "export_best", "sweep_config"]
 
 
 def sweep_config(experiment_dir: str | Path) -> AppConfig:
@@ -56,11 +66,9 @@ def choose_trial(experiment_dir: str | Path, trial_id: str | None = None) -> pd.
 
 
 def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
-    """Accuracy, macro-F1 and loss of a checkpoint on the config's test split."""
-    from search.data import prepare_data
-    from search.model import load_tokenizer, resolve_model_dir
-
-    data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
+    """Accuracy, macro-F1 and loss of a checkpoint (with its lexical layer, if it has one) on
+    the config's test split."""
+    data, frames = _model_data(cfg)
     expected = artifacts.read_meta(checkpoint).get("data_fingerprint")
     # A search trial trained on a subset of the training split: its test split is the same.
     if expected and expected.split("-sub")[0] != data.fingerprint:
@@ -68,15 +76,32 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
             f"the data changed since this checkpoint was trained (fingerprint {data.fingerprint} "
             f"!= {expected}); the test split would not be held out"
         )
-    record = _evaluate(checkpoint, data.test, data.label_names, cfg, pad_id=data.pad_id)
+    record = _evaluate(checkpoint, data.test, data.label_names, cfg, pad_id=data.pad_id,
+                       texts=_single_texts(frames.test))
     return record | {"test_examples": len(data.test)}
+
+
+def _model_data(cfg: AppConfig):
+    """The sweep's data, tokenized as its trials saw it, and its split frames (the raw texts,
+    in the same row order, for the lexical layer)."""
+    from search.data import load_splits, prepare_data
+    from search.model import load_tokenizer, resolve_model_dir
+
+    data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
+    return data, load_splits(cfg.data)[0]
+
+
+def _single_texts(frame: pd.DataFrame) -> list[str] | None:
+    """A split's texts for the lexical layer; None for text pairs (it reads single texts)."""
+    return None if "text_pair" in frame.columns else frame["text"].tolist()
 
 
 def evaluate_export(model_dir: Path, rows: pd.DataFrame, label_names: list[str],
                     cfg: AppConfig) -> dict[str, Any]:
     """Test metrics of an exported model on labelled ``rows`` (text, [text_pair,] label id
     into ``label_names``), encoded as the model was trained: its own tokenizer, length and
-    truncation. Any sftune export can be scored on any data with the same labels."""
+    truncation, and its lexical layer. Any sftune export can be scored on any data with the same
+    labels."""
     from search.encoding import encode_pairs, encode_texts, model_max_length
     from search.model import load_tokenizer
 
@@ -95,20 +120,40 @@ def evaluate_export(model_dir: Path, rows: pd.DataFrame, label_names: list[str],
         split = encode_texts(tokenizer, rows["text"], max_length, labels,
                              meta.get("truncation") or "head")
     pad_id = tokenizer.pad_token_id or 0
-    return _evaluate(Path(model_dir), split, own, cfg, pad_id) | {"test_examples": len(split)}
+    return _evaluate(Path(model_dir), split, own, cfg, pad_id, texts=_single_texts(rows)) \
+        | {"test_examples": len(split)}
 
 
 def _evaluate(checkpoint: Path, split, label_names: list[str], cfg: AppConfig,
-              pad_id: int) -> dict[str, Any]:
-    """The test metrics of one checkpoint on an encoded split (its labels in the model's ids)."""
-    import torch
+              pad_id: int, texts: list[str] | None = None) -> dict[str, Any]:
+    """The test metrics of one checkpoint on an encoded split (its labels in the model's ids),
+    through its lexical layer when it has one and ``texts`` (the split's, in row order) are
+    given; then the transformer's own figures are recorded beside them."""
+    from search.metrics import per_class_record
+    from search.train import log_prob_metrics
+
+    own = log_softmax(_checkpoint_logits(checkpoint, split, cfg, pad_id))
+    layer = load_layer(checkpoint) if texts is not None else None
+    fused = fuse(own, layer.log_probs(texts), layer.weight) if layer else own
+    metrics = log_prob_metrics(fused, split.labels, len(label_names))
+    record = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict | list)}
+    # Per class and the confusion matrix, under the labels they are for.
+    record["test_per_class"] = per_class_record(metrics, label_names)
+    if layer:
+        alone = log_prob_metrics(own, split.labels, len(label_names))
+        record.update(lexical_weight=layer.weight, test_accuracy_model_only=alone["accuracy"],
+                      test_f1_macro_model_only=alone["f1_macro"])
+    return record
+
+
+def _checkpoint_logits(checkpoint: Path, split, cfg: AppConfig, pad_id: int):
+    """The checkpoint's transformer logits on an encoded split, in its row order."""
     from transformers import AutoModelForSequenceClassification
 
     from search.batching import encoder_inputs
     from search.device import resolve_device
-    from search.metrics import per_class_record
     from search.model import quiet_transformers
-    from search.train import evaluate_split
+    from search.train import split_logits
 
     quiet_transformers()
     artifacts.verify_safetensors_only(checkpoint)
@@ -116,17 +161,27 @@ def _evaluate(checkpoint: Path, split, label_names: list[str], cfg: AppConfig,
     model = AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint), use_safetensors=True, local_files_only=True
     ).to(device).eval()
+    return split_logits(lambda batch: model(**encoder_inputs(batch)).logits, split,
+                        batch_size=cfg.train.eval_batch_size, pad_id=pad_id, device=device,
+                        max_tokens=cfg.train.max_batch_tokens)
 
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**encoder_inputs(batch)).logits
 
-    metrics = evaluate_split(logits, split, batch_size=cfg.train.eval_batch_size,
-                             max_tokens=cfg.train.max_batch_tokens, pad_id=pad_id,
-                             device=device, num_labels=len(label_names))
-    record = {f"test_{k}": v for k, v in metrics.items() if not isinstance(v, dict | list)}
-    # Per class and the confusion matrix, under the labels they are for.
-    record["test_per_class"] = per_class_record(metrics, label_names)
-    return record
+def attach_lexical(checkpoint: Path, cfg: AppConfig) -> dict[str, Any]:
+    """Fit the lexical layer (:mod:`search.lexical`) on the training texts, choose its weight on
+    the validation split against the checkpoint's own predictions, and save it beside the
+    weights (weight 0: the transformer alone scored best). Returns what was chosen."""
+    data, frames = _model_data(cfg)
+    if _single_texts(frames.train) is None:
+        return {"weight": 0.0, "reason": "text pairs: the layer reads single texts"}
+    layer = fit_layer(frames.train["text"].tolist(), frames.train["label"].to_numpy(),
+                      len(data.label_names))
+    own = log_softmax(_checkpoint_logits(checkpoint, data.validation, cfg, data.pad_id))
+    layer.weight, table = choose_weight(own, layer.log_probs(frames.validation["text"].tolist()),
+                                        data.validation.labels)
+    if layer.weight:  # weight 0: nothing to apply, nothing saved
+        layer.save(checkpoint)
+    return {"weight": layer.weight, "terms": len(layer.terms),
+            "validation": table, "validation_examples": len(data.validation)}
 
 
 def export_best(experiment_dir: str | Path, target: str | Path | None = None,
@@ -140,8 +195,10 @@ def export_best(experiment_dir: str | Path, target: str | Path | None = None,
     experiment_dir = str(experiment_dir)
     cfg = sweep_config(experiment_dir)
     row = choose_trial(experiment_dir, trial_id)
-    test = _test_metrics(experiment_dir, row, cfg)
+    # What the tuning bought compares the two transformers alone, before any lexical layer.
     gain = tuning_gain(experiment_dir, cfg) if trial_id is None else None
+    _ensure_lexical(experiment_dir, row, cfg)
+    test = _test_metrics(experiment_dir, row, cfg)
     target = storage.root(str(target) if target else storage.join(experiment_dir, "export"))
     meta = read_sweep_meta(experiment_dir)
     # How the model's configuration was chosen: the finalists' seeds and spread (the final
@@ -168,6 +225,25 @@ def _export(checkpoint: Path, target: str, **meta: Any) -> None:
         staged = artifacts.export_checkpoint(checkpoint, Path(tmp) / "export", **meta)
         storage.remove(target)
         storage.upload_dir(staged, target)
+
+
+def _ensure_lexical(experiment_dir: str, row: pd.Series, cfg: AppConfig) -> None:
+    """Give the trial's checkpoint its lexical layer (once: its ``sftune.json`` then records
+    the choice, and later exports reuse it), and forget test metrics measured without it."""
+    location = row["checkpoint"]
+    checkpoint = storage.local_copy(location)
+    if cfg.train.lexical == "off" or "lexical" in artifacts.read_meta(checkpoint):
+        return
+    record = attach_lexical(checkpoint, cfg)
+    artifacts.update_meta(checkpoint, lexical=record)
+    if storage.is_remote(location):  # the bucket's copy is the checkpoint: it gets the layer
+        for name in (artifacts.META_FILE, LEXICAL_FILE, LEXICAL_META):
+            if (checkpoint / name).is_file():
+                storage.write_bytes(storage.join(location, name), (checkpoint / name).read_bytes())
+    tests = read_sweep_meta(experiment_dir).get("test") or {}
+    if row["trial_id"] in tests:
+        update_sweep_meta(experiment_dir, test={k: v for k, v in tests.items()
+                                                if k != row["trial_id"]})
 
 
 def _test_metrics(experiment_dir: str, row: pd.Series, cfg: AppConfig) -> dict[str, float]:

@@ -194,6 +194,12 @@ class TrainConfig(_Section):
     probe_examples: int = Field(
         1024, ge=1, description="Training texts (a stratified sample) the head probe is fit on.",
     )
+    lexical: Annotated[Literal["auto", "off"], BeforeValidator(_on_off)] = Field(
+        "auto", description="`auto`: when the model is exported, a TF-IDF + logistic-regression "
+        "layer is fit on the training texts and its log-probabilities are added to the model's, "
+        "at the weight (0 to 4) that scores best on validation; 0 keeps the transformer alone "
+        "(search/lexical.py). `off`: never.",
+    )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")
     metric: Literal["val_accuracy", "val_f1_macro", "val_f1_worst"] = Field(
         "val_accuracy", description="Validation metric that picks the best epoch and trial: "

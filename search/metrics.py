@@ -1,6 +1,6 @@
 """Classification metrics from labels and predictions: accuracy, macro- and worst-class F1,
-precision / recall / F1 per class and the confusion matrix. numpy only (no scikit-learn in the
-product); the tests check every figure against scikit-learn's."""
+precision / recall / F1 per class and the confusion matrix. numpy only; the tests check every
+figure against scikit-learn's."""
 
 from __future__ import annotations
 

@@ -42,7 +42,21 @@ def _evaluation(meta: dict[str, Any]) -> str:
         text += (f"\n\nWhat the search bought over the untuned default point, both at search "
                  f"fidelity on the test split: {100 * gain['gain_accuracy']:+.1f} accuracy "
                  f"points ({gain['tuned_accuracy']:.3f} against {gain['default_accuracy']:.3f}).")
-    return text + _selection(meta.get("selection") or {})
+    return text + _lexical(meta.get("lexical") or {}, test) + _selection(meta.get("selection")
+                                                                        or {})
+
+
+def _lexical(lexical: dict[str, Any], test: dict[str, Any]) -> str:
+    """What the lexical layer (TF-IDF + logistic regression) adds, when validation chose it."""
+    if not lexical.get("weight"):
+        return ""
+    alone = test.get("test_accuracy_model_only")
+    measured = f" (the transformer alone: {alone:.4g} test accuracy)" if alone is not None else ""
+    return (f"\n\nThe test figures include the **lexical layer** (`lexical.safetensors`): a "
+            f"TF-IDF + logistic regression over word uni- and bigrams whose log-probabilities "
+            f"are added to the transformer's at weight {lexical['weight']:g}, the weight that "
+            f"scored best on validation{measured}. `sftune serve` and the dashboard apply it; "
+            "a plain `transformers.pipeline` reads the transformer alone.")
 
 
 def _selection(selection: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from search import artifacts
 from search.batching import encoder_inputs, iter_batches, micro_batches
@@ -43,6 +42,8 @@ __all__ = [
     "TrialResult",
     "evaluate_split",
     "evaluation_steps",
+    "log_prob_metrics",
+    "split_logits",
 ]
 
 #: What a checkpoint's metadata records of how its head started (see search.head_init).
@@ -102,6 +103,37 @@ def _free_memory(device: torch.device) -> None:
 
 
 @torch.inference_mode()
+def split_logits(
+    logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    split: EncodedSplit,
+    *,
+    batch_size: int,
+    pad_id: int,
+    device: torch.device,
+    max_tokens: int | None = None,
+) -> np.ndarray:
+    """``logits_fn``'s (examples, labels) float32 logits over a split, in the split's row order
+    (batched sorted by length for speed; ``max_tokens`` caps a batch's padded size)."""
+    parts, rows = [], []
+    for batch in iter_batches(split, batch_size, pad_id, by_length=True, max_tokens=max_tokens):
+        rows.append(batch["index"].numpy())
+        batch = {k: v.to(device) for k, v in batch.items()}
+        parts.append(logits_fn(batch).float().cpu().numpy())
+    logits = np.empty((len(split), parts[0].shape[1]), dtype=np.float32)
+    logits[np.concatenate(rows)] = np.concatenate(parts)
+    return logits
+
+
+def log_prob_metrics(log_probs: np.ndarray, labels: np.ndarray,
+                     num_labels: int) -> dict[str, Any]:
+    """Loss (mean negative log-likelihood), accuracy, macro- and worst-class F1, per-class
+    figures and the confusion matrix of (examples, labels) log-probabilities. See
+    :func:`search.metrics.classification_metrics`."""
+    labels = np.asarray(labels)
+    loss = -float(np.mean(log_probs[np.arange(len(labels)), labels]))
+    return {"loss": loss, **classification_metrics(labels, log_probs.argmax(-1), num_labels)}
+
+
 def evaluate_split(
     logits_fn: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     split: EncodedSplit,
@@ -111,19 +143,12 @@ def evaluate_split(
     device: torch.device,
     num_labels: int,
     max_tokens: int | None = None,
-) -> dict[str, float]:
-    """Loss, accuracy, macro- and worst-class F1, per-class figures and the confusion matrix of
-    ``logits_fn`` over a split (sorted by length for speed; ``max_tokens`` caps a batch's padded
-    size). See :func:`search.metrics.classification_metrics`."""
-    total_loss, preds, labels = 0.0, [], []
-    for batch in iter_batches(split, batch_size, pad_id, by_length=True, max_tokens=max_tokens):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = logits_fn(batch).float()
-        total_loss += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
-        preds.append(logits.argmax(-1).cpu().numpy())
-        labels.append(batch["labels"].cpu().numpy())
-    y, p = np.concatenate(labels), np.concatenate(preds)
-    return {"loss": total_loss / len(y), **classification_metrics(y, p, num_labels)}
+) -> dict[str, Any]:
+    """:func:`log_prob_metrics` of ``logits_fn`` over a split."""
+    logits = split_logits(logits_fn, split, batch_size=batch_size, pad_id=pad_id, device=device,
+                          max_tokens=max_tokens)
+    log_probs = torch.log_softmax(torch.from_numpy(logits), -1).numpy()
+    return log_prob_metrics(log_probs, split.labels, num_labels)
 
 
 @dataclass

@@ -42,10 +42,11 @@ __all__ = ["WarmStart", "fidelity_changes", "plan_warm_start", "resolve_sweep"]
 
 log = logging.getLogger("sftune")
 
-#: train.* keys that change how fast or where a trial runs, not what it learns.
+#: train.* keys that change how fast or where a trial runs, not what it learns (the lexical
+#: layer is fit at export, after the search).
 _OPERATIONAL_TRAIN_KEYS = ("eval_batch_size", "max_batch_tokens", "oom_retries", "device", "bf16",
                            "num_threads", "prefix_cache", "prefix_cache_budget_mb",
-                           "time_limit_s")
+                           "time_limit_s", "lexical")
 
 
 @dataclass

@@ -7,6 +7,9 @@ when no endpoint is up::
     predictor.predict(["A charming film."])
     # [{"label": "fresh", "score": 0.93, "probabilities": {"rotten": 0.07, "fresh": 0.93}}]
 
+An export's lexical layer (:mod:`search.lexical`), when it has one, is applied to every answer as
+the test evaluation applied it.
+
 It loads safetensors only (a pickle in the model directory is refused, never read), tokenizes per
 call, sorts the texts by length and runs them in chunks so padding stays small, and runs under
 ``torch.inference_mode``. On a GPU it runs in bfloat16; on a CPU in float32 with a set thread
@@ -27,6 +30,7 @@ import torch
 
 from search import artifacts
 from search.device import resolve_device
+from search.lexical import LEXICAL_FILE, LEXICAL_META, fuse, load_layer
 from serving.sizing import default_threads
 
 __all__ = ["CPU_FORWARD_BATCH", "Predictor", "model_id", "padded_shape"]
@@ -41,11 +45,16 @@ DEFAULT_MAX_TOKENS = 512
 
 
 def model_id(model_dir: Path) -> str:
-    """A short sha256 of the weights: two deployments answer alike only if these match."""
+    """A short sha256 of the weights (and of the lexical layer, when there is one): two
+    deployments answer alike only if these match."""
     digest = hashlib.sha256()
-    with open(Path(model_dir) / artifacts.WEIGHTS_FILE, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    files = [artifacts.WEIGHTS_FILE, LEXICAL_FILE, LEXICAL_META]
+    for path in [Path(model_dir) / name for name in files]:
+        if not path.is_file():
+            continue
+        with open(path, "rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:12]
 
 
@@ -106,6 +115,8 @@ class Predictor:
         self.model_id = model_id(self.model_dir)
         #: Trained on text pairs: predict() takes (text, text_pair) tuples.
         self.pairs = bool(self.meta.get("text_pairs"))
+        #: The export's lexical layer (search.lexical), applied as evaluation applied it.
+        self.lexical = None if self.pairs or self._sigmoid else load_layer(self.model_dir)
         self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     @classmethod
@@ -146,6 +157,10 @@ class Predictor:
             chunk = order[start:start + step]
             probs[chunk] = self._forward([ids[i] for i in chunk],
                                          None if types is None else [types[i] for i in chunk])
+        if self.lexical is not None:
+            with np.errstate(divide="ignore"):  # a probability of 0 is a log of -inf: kept
+                own = np.log(probs)
+            probs = np.exp(fuse(own, self.lexical.log_probs(texts), self.lexical.weight))
         return [self._answer(row) for row in probs]
 
     def _tokenize(self, texts) -> dict[str, list[list[int]]]:
@@ -199,6 +214,7 @@ class Predictor:
             "params": meta.get("params") or {},
             "val_metrics": _val_metrics(meta.get("metrics") or {}),
             "test_metrics": meta.get("test") or meta.get("test_metrics"),
+            "lexical_weight": self.lexical.weight if self.lexical else 0.0,
             "loaded_at": self.loaded_at,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),

@@ -130,6 +130,8 @@ class ModelInfo(BaseModel):
     params: dict[str, Any] = Field(description="The trial's hyperparameters.")
     val_metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch.")
     test_metrics: dict[str, Any] | None = Field(description="Test metrics, once evaluated.")
+    lexical_weight: float = Field(0.0, description="Weight of the export's lexical layer "
+                                  "(TF-IDF + logistic regression) in every answer; 0: none.")
     loaded_at: str = Field(description="When this replica loaded the model (UTC, ISO 8601).")
     device: str
     dtype: str

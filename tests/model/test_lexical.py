@@ -1,0 +1,128 @@
+"""The lexical layer: fit, saved without pickle, weighted on validation, and applied alike by the
+test evaluation, the endpoint's predictor and the dashboard's local model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search.lexical import (
+    LEXICAL_FILE,
+    LEXICAL_META,
+    choose_weight,
+    fit_layer,
+    fuse,
+    load_layer,
+    log_softmax,
+)
+from tests.conftest import make_reviews, tiny_config, tiny_data
+
+
+def _toy(n: int = 200, seed: int = 0):
+    frame = make_reviews(n, seed)
+    return frame["text"].tolist(), (frame["label"] == "pos").astype(int).to_numpy()
+
+
+def test_the_layer_round_trips_through_safetensors_and_json(tmp_path):
+    texts, labels = _toy()
+    layer = fit_layer(texts, labels, num_labels=2)
+    layer.weight = 0.5
+    layer.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LEXICAL_FILE, LEXICAL_META])
+    loaded = load_layer(tmp_path)
+    unseen, unseen_labels = _toy(100, seed=1)
+    np.testing.assert_allclose(loaded.log_probs(unseen), layer.log_probs(unseen), atol=1e-5)
+    assert loaded.weight == 0.5
+    # The sentiment word decides the toy label: the words alone get it right.
+    assert np.mean(loaded.log_probs(unseen).argmax(-1) == unseen_labels) > 0.95
+    np.testing.assert_allclose(np.exp(loaded.log_probs(unseen)).sum(-1), 1.0, atol=1e-5)
+
+
+def test_every_label_gets_its_row_in_label_id_order():
+    # Three labels, the words of label 2 never seen with the others.
+    texts = ["red apple"] * 5 + ["green pear"] * 5 + ["blue plum"] * 5
+    labels = np.array([2] * 5 + [0] * 5 + [1] * 5)
+    layer = fit_layer(texts, labels, num_labels=3)
+    assert layer.coef.shape[0] == 3
+    assert layer.log_probs(["blue plum", "red apple", "green pear"]).argmax(-1).tolist() == \
+        [1, 2, 0]
+
+
+def test_a_layer_of_weight_zero_is_not_loaded(tmp_path):
+    texts, labels = _toy()
+    layer = fit_layer(texts, labels, num_labels=2)  # weight 0
+    layer.save(tmp_path)
+    assert load_layer(tmp_path) is None
+    assert load_layer(tmp_path / "nothing-here") is None
+
+
+def test_validation_chooses_the_weight_and_words_that_do_not_help_get_none():
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 20)
+    model = log_softmax(rng.normal(size=(40, 2)))  # about chance
+    right = log_softmax(np.eye(2)[labels] * 3)
+    weight, table = choose_weight(model, right, labels)
+    assert weight > 0 and table[str(weight)]["accuracy"] == 1.0
+    assert table["0.0"]["accuracy"] < 0.8
+    # Words that say nothing (the same for every text) change no prediction: weight 0.
+    flat = log_softmax(np.zeros((40, 2)))
+    assert choose_weight(model, flat, labels)[0] == 0.0
+    wrong = log_softmax(np.eye(2)[1 - labels] * 3)
+    assert choose_weight(model, wrong, labels)[0] == 0.0
+
+
+def test_fusion_adds_weighted_log_probabilities_and_renormalises():
+    model = log_softmax(np.array([[2.0, 0.0], [0.0, 1.0]]))
+    words = log_softmax(np.array([[0.0, 3.0], [0.0, 0.5]]))
+    assert fuse(model, words, 0.0) is model and fuse(model, None, 2.0) is model
+    fused = fuse(model, words, 2.0)
+    np.testing.assert_allclose(np.exp(fused).sum(-1), 1.0)
+    expected = model + 2.0 * words
+    np.testing.assert_allclose(fused - fused[:, :1], expected - expected[:, :1], atol=1e-12)
+    assert fused.argmax(-1).tolist() == [1, 1]
+
+
+@pytest.mark.slow
+def test_an_attached_layer_is_what_evaluation_the_endpoint_and_the_dashboard_apply(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    from dashboard.local_model import load_local_model
+    from search.best import attach_lexical, evaluate_checkpoint
+    from search.data import load_splits
+    from search.train import Trainer
+    from serving.predictor import Predictor
+
+    # A transformer that learns nothing (lr 1e-9 from a random head) on data whose words decide
+    # the label: validation gives the words a weight, and the test accuracy shows it.
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "train.head_init=random", "space.lr=1e-9",
+                      "space.joint_epochs=0", "train.epochs=1")
+    result = Trainer(cfg=cfg, params=cfg.default_params(), data=tiny_data(cfg),
+                     model_dir=tiny_model_dir, workdir=tmp_path).fit()
+    checkpoint = result.checkpoint_dir
+    record = attach_lexical(checkpoint, cfg)
+    assert record["weight"] > 0
+    assert record["validation"][str(record["weight"])]["accuracy"] > \
+        record["validation"]["0.0"]["accuracy"]
+    test = evaluate_checkpoint(checkpoint, cfg)
+    assert test["lexical_weight"] == record["weight"]
+    assert test["test_accuracy"] > test["test_accuracy_model_only"] + 0.2
+
+    frames, names = load_splits(cfg.data)
+    texts, truth = frames.test["text"].tolist(), frames.test["label"].tolist()
+    served = Predictor.load(checkpoint, device="cpu").predict(texts)
+    hits = [names.index(p["label"]) == y for p, y in zip(served, truth, strict=True)]
+    assert np.mean(hits) == pytest.approx(test["test_accuracy"])
+    local = load_local_model(checkpoint).predict(texts)
+    assert [p.label for p in local] == [p["label"] for p in served]
+    np.testing.assert_allclose([p.score for p in local], [p["score"] for p in served],
+                               atol=1e-4)
+
+
+def test_lexical_off_fits_no_layer(tiny_model_dir, reviews_csv, tmp_path):
+    from search import artifacts
+    from search.best import _ensure_lexical
+
+    cfg = tiny_config(tiny_model_dir, reviews_csv, "train.lexical=off")
+    (tmp_path / artifacts.META_FILE).write_text("{}")
+    _ensure_lexical(str(tmp_path), pd.Series({"checkpoint": str(tmp_path), "trial_id": "t"}), cfg)
+    assert not (tmp_path / LEXICAL_FILE).exists()
+    assert "lexical" not in artifacts.read_meta(tmp_path)
