@@ -275,8 +275,9 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     tuned, untuned = (chosen if len(chosen) else search).iloc[0], default.iloc[0]
     if not (_has_checkpoint(tuned) and _has_checkpoint(untuned)):
         return None
-    tuned_test = _test_metrics(experiment_dir, tuned, cfg)
-    untuned_test = _test_metrics(experiment_dir, untuned, cfg)
+    # The transformers alone: the exported trial's record may hold its lexical layer's figures.
+    tuned_test = _transformer_alone(_test_metrics(experiment_dir, tuned, cfg))
+    untuned_test = _transformer_alone(_test_metrics(experiment_dir, untuned, cfg))
     return {
         "tuned_trial": tuned["trial_id"], "default_trial": untuned["trial_id"],
         "fidelity": "subset" if cfg.tune.search_examples else "full",
@@ -286,6 +287,12 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
         **{f"gain_{m}": float(tuned_test[f"test_{m}"] - untuned_test[f"test_{m}"])
            for m in ("accuracy", "f1_macro")},
     }
+
+
+def _transformer_alone(test: dict[str, Any]) -> dict[str, Any]:
+    """A test record's figures without the lexical layer (a record without one: as it is)."""
+    return {**test, **{f"test_{m}": test[f"test_{m}_model_only"] for m in ("accuracy", "f1_macro")
+                       if f"test_{m}_model_only" in test}}
 
 
 def _has_checkpoint(row: pd.Series) -> bool:

@@ -31,8 +31,10 @@ LEXICAL_FILE = "lexical.safetensors"
 LEXICAL_META = "lexical.json"
 #: The weights validation chooses from: 0 is the transformer alone; at 4 the words dominate.
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-#: Word uni- and bigrams, log-scaled counts: the usual strong TF-IDF setting.
-VECTORIZER = {"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1, "lowercase": True}
+#: Word uni- and bigrams, log-scaled counts: the usual strong TF-IDF setting. The vocabulary is
+#: capped (the most frequent terms) so a large corpus keeps the layer a few MB.
+VECTORIZER = {"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1, "lowercase": True,
+              "max_features": 200_000}
 #: Inverse regularisation of the logistic regression (large: TF-IDF features are small).
 C = 10.0
 

@@ -162,3 +162,29 @@ def test_no_tuning_gain_when_the_chosen_search_trial_has_no_checkpoint(tiny_mode
     write_sweep_meta(tmp_path, {"name": "t", "final_source": {"trial_id": "late"}})
     cfg = tiny_config(tiny_model_dir, reviews_csv)
     assert tuning_gain(str(tmp_path), cfg) is None
+
+
+def test_what_tuning_bought_compares_the_transformers_without_the_lexical_layer(
+    tiny_model_dir, reviews_csv, tmp_path
+):
+    # A full-fidelity sweep exports its chosen search trial, whose recorded test figures then
+    # include its lexical layer; a later `sftune best` must still compare the two transformers.
+    from search.best import tuning_gain
+    from search.results import write_sweep_meta
+
+    rows = []
+    for trial_id, default in (("dflt", True), ("tuned", False)):
+        (tmp_path / trial_id).mkdir()
+        rows.append({"trial_id": trial_id, "default_point": default, "checkpoint":
+                     str(tmp_path / trial_id), "score": 0.7 if default else 0.8})
+    write_trials(tmp_path, pd.DataFrame([{**r, "phase": "search", "status": "TERMINATED",
+                                          "epoch": 1.0, "examples": 64, "lr": 0.001,
+                                          "val_accuracy": r["score"]} for r in rows]))
+    plain = {"test_accuracy": 0.70, "test_f1_macro": 0.68}
+    fused = {"test_accuracy": 0.90, "test_f1_macro": 0.89, "lexical_weight": 2.0,
+             "test_accuracy_model_only": 0.75, "test_f1_macro_model_only": 0.74}
+    write_sweep_meta(tmp_path, {"name": "t", "test": {"dflt": plain, "tuned": fused}})
+    gain = tuning_gain(str(tmp_path), tiny_config(tiny_model_dir, reviews_csv))
+    assert gain["tuned_accuracy"] == 0.75 and gain["default_accuracy"] == 0.70
+    assert gain["gain_accuracy"] == pytest.approx(0.05)
+    assert gain["gain_f1_macro"] == pytest.approx(0.06)
