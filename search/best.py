@@ -8,6 +8,7 @@ it instead of peeking at the test set again.
 from __future__ import annotations
 
 import tempfile
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,27 @@ def evaluate_checkpoint(checkpoint: Path, cfg: AppConfig) -> dict[str, float]:
     return record | {"test_examples": len(data.test)}
 
 
+#: While an export runs: the data it prepared, by config. One export evaluates several
+#: checkpoints of one sweep on the same data (what tuning bought, the lexical layer's validation
+#: pass, the test), each tokenized once; nothing outlives the export (a file changed later is
+#: read afresh).
+_EXPORT_DATA: ContextVar[dict | None] = ContextVar("export_data", default=None)
+
+
 def _model_data(cfg: AppConfig):
     """The sweep's data, tokenized as its trials saw it, and its split frames (the raw texts,
     in the same row order, for the lexical layer)."""
     from search.data import load_splits, prepare_data
     from search.model import load_tokenizer, resolve_model_dir
 
+    cache, key = _EXPORT_DATA.get(), (cfg.data.model_dump_json(), cfg.model.name)
+    if cache is not None and key in cache:
+        return cache[key]
     data = prepare_data(cfg.data, load_tokenizer(resolve_model_dir(cfg.model.name)))
-    return data, load_splits(cfg.data)[0]
+    prepared = (data, load_splits(cfg.data)[0])
+    if cache is not None:
+        cache[key] = prepared
+    return prepared
 
 
 def _single_texts(frame: pd.DataFrame) -> list[str] | None:
@@ -192,7 +206,15 @@ def export_best(experiment_dir: str | Path, target: str | Path | None = None,
     target: ``<experiment>/export``); a checkpoint in a bucket is downloaded once. For the
     sweep's own model it also records what the tuning bought (:func:`tuning_gain`).
     """
-    experiment_dir = str(experiment_dir)
+    token = _EXPORT_DATA.set({})
+    try:
+        return _export_best(str(experiment_dir), target, trial_id)
+    finally:
+        _EXPORT_DATA.reset(token)
+
+
+def _export_best(experiment_dir: str, target: str | Path | None,
+                 trial_id: str | None) -> dict[str, Any]:
     cfg = sweep_config(experiment_dir)
     row = choose_trial(experiment_dir, trial_id)
     # What the tuning bought compares the two transformers alone, before any lexical layer.

@@ -204,7 +204,7 @@ def test_trials_share_the_frozen_prefix_cache_under_the_experiment(
 
 
 def test_search_on_a_subset_then_the_best_config_trains_on_all_data(
-    tiny_model_dir, reviews_csv, tmp_path
+    tiny_model_dir, reviews_csv, tmp_path, monkeypatch
 ):
     from search.best import export_best
 
@@ -237,8 +237,17 @@ def test_search_on_a_subset_then_the_best_config_trains_on_all_data(
     assert set(joint.groups) == {0, 1}
     assert joint.apply(lambda s: s.notna().all()).to_dict() == {0: False, 1: True}
 
+    from search import data as data_module
+
+    prepared, prepare = [], data_module.prepare_data
+    monkeypatch.setattr(data_module, "prepare_data",
+                        lambda *a, **k: prepared.append(1) or prepare(*a, **k))
     exported = export_best(path, tmp_path / "export")
     assert exported["phase"] == "final" and exported["trial_id"] == final.iloc[0]["trial_id"]
+    # Four evaluations (the two trials of the tuning gain, the lexical layer's validation pass,
+    # the test), one tokenization of the data.
+    assert len(prepared) == 1
+    assert "validation" in artifacts.read_meta(tmp_path / "export")["lexical"]
     gain = read_sweep_meta(path)["tuning_gain"]
     assert gain["default_trial"] == first["trial_id"]
     assert gain["tuned_trial"] == search.iloc[0]["trial_id"]
