@@ -18,7 +18,7 @@ import pandas as pd
 from dashboard.client import Prediction
 from search import storage
 from search.artifacts import WEIGHTS_FILE, read_meta, verify_safetensors_only
-from search.lexical import LexicalLayer, fuse, load_layer
+from search.lexical import LexicalLayer, fuse_probs, load_layer
 
 __all__ = ["LocalModel", "find_export", "load_local_model"]
 
@@ -82,10 +82,7 @@ class LocalModel:
         names = [str(id2label[i]) for i in range(len(id2label))]  # the layer's column order
         probs = np.array([[{str(s["label"]): float(s["score"]) for s in scores}[name]
                            for name in names] for scores in outputs])
-        if self.lexical is not None:
-            with np.errstate(divide="ignore"):
-                own = np.log(probs)
-            probs = np.exp(fuse(own, self.lexical.log_probs(texts), self.lexical.weight))
+        probs = fuse_probs(probs, texts, self.lexical)
         predictions = []
         for text, row in zip(texts, probs, strict=True):
             best = int(row.argmax())

@@ -282,9 +282,10 @@ def tuning_gain(experiment_dir: str, cfg: AppConfig) -> dict[str, Any] | None:
     """What the tuning bought: the search trial the sweep chose against the untuned default
     trial (the search's first), both on the test split and at the same fidelity, the search's.
 
-    None when either trial is missing or has no checkpoint: a resumed old sweep, or a search
-    trial whose last evaluation came as the search's time ran out (Tune stopped it before it
-    registered the checkpoint; its score still counts, and the final trial trains it).
+    None when either trial is missing or has no checkpoint: a resumed old sweep, or a trial
+    cut by Tune's backstop between its report and its checkpoint (search trials normally end
+    themselves in time: see search.sweep.STRAGGLER_FACTOR; its score still counts, and the final
+    trial trains it).
     """
     summary = summarize_trials(read_trials(experiment_dir))
     search = search_rows(summary)

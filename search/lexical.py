@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["LEXICAL_FILE", "LEXICAL_META", "WEIGHTS", "LexicalLayer", "choose_weight",
-           "fit_layer", "fuse", "load_layer", "log_softmax"]
+           "fit_layer", "fuse", "fuse_probs", "load_layer", "log_softmax"]
 
 LEXICAL_FILE = "lexical.safetensors"
 LEXICAL_META = "lexical.json"
@@ -120,6 +120,16 @@ def fuse(model_log_probs: np.ndarray, lexical_log_probs: np.ndarray | None,
     if lexical_log_probs is None or weight == 0:
         return model_log_probs
     return log_softmax(model_log_probs + weight * lexical_log_probs)
+
+
+def fuse_probs(probs: np.ndarray, texts: Sequence[str], layer: LexicalLayer | None) -> np.ndarray:
+    """:func:`fuse` for a loader that has the model's probabilities (the endpoint, the
+    dashboard): (texts, labels) probabilities with the layer applied, or ``probs`` without one."""
+    if layer is None:
+        return probs
+    with np.errstate(divide="ignore"):  # a probability of 0 is a log of -inf: kept
+        own = np.log(probs)
+    return np.exp(fuse(own, layer.log_probs(texts), layer.weight))
 
 
 def load_layer(directory: Path) -> LexicalLayer | None:

@@ -30,7 +30,7 @@ import torch
 
 from search import artifacts
 from search.device import resolve_device
-from search.lexical import LEXICAL_FILE, LEXICAL_META, fuse, load_layer
+from search.lexical import LEXICAL_FILE, LEXICAL_META, fuse_probs, load_layer
 from serving.sizing import default_threads
 
 __all__ = ["CPU_FORWARD_BATCH", "Predictor", "model_id", "padded_shape"]
@@ -157,11 +157,7 @@ class Predictor:
             chunk = order[start:start + step]
             probs[chunk] = self._forward([ids[i] for i in chunk],
                                          None if types is None else [types[i] for i in chunk])
-        if self.lexical is not None:
-            with np.errstate(divide="ignore"):  # a probability of 0 is a log of -inf: kept
-                own = np.log(probs)
-            probs = np.exp(fuse(own, self.lexical.log_probs(texts), self.lexical.weight))
-        return [self._answer(row) for row in probs]
+        return [self._answer(row) for row in fuse_probs(probs, texts, self.lexical)]
 
     def _tokenize(self, texts) -> dict[str, list[list[int]]]:
         if not self.pairs:
