@@ -17,7 +17,7 @@ For each dataset and split seed, on the same splits and the same cores, with the
   training data in the time left (by sftune's trainer, as the untuned run is: HF returns
   hyperparameters, not a model, and sftune's trainer is the faster of the two, so this favours
   HF), best evaluation kept, tested once;
-- ``sftune``: ``sftune sweep --config configs/default.yaml`` given the budget
+- ``sftune``: ``sftune sweep --config configs/default.yaml`` (or ``--config``) given the budget
   (``tune.time_budget_s``), then its exported model tested once.
 
 Each system runs in its own process, one after the other, so none shares the cores with another.
@@ -25,6 +25,8 @@ Each system runs in its own process, one after the other, so none shares the cor
     .venv/bin/python bench/quality.py                          # reviews, 3 seeds, make run's budget
     .venv/bin/python bench/quality.py --datasets debates speeches --seeds 0 --budget 240
     .venv/bin/python bench/quality.py --quick                  # minutes: checks the harness
+    .venv/bin/python bench/quality.py --config configs/full.yaml --systems sftune --seeds 0 \
+        --budget 3000 --set tune.gpus_per_trial=0 --tag full-cpu   # another config, on CPUs
 
 Writes bench/results/quality[-TAG].json and prints the table (means +- sd over the seeds).
 """
@@ -284,6 +286,9 @@ RUNNERS = {"tfidf": run_tfidf, "untuned": run_untuned, "untuned-probe": run_untu
 def _child(system: str, source: str, seed: int, budget: float, args, queue) -> None:
     from bench.sweep_vs_hf import TreeSampler, _stop_ray
 
+    global CONFIG  # a spawned child imports this module afresh: the --config it was given
+    CONFIG = Path(args.config)
+
     start = time.perf_counter()
     with TreeSampler() as tree:
         try:
@@ -356,6 +361,9 @@ def _parse() -> argparse.Namespace:
                         help="wall budget per system and seed, s (default: configs/default.yaml's"
                         " tune.time_budget_s, make run's)")
     parser.add_argument("--systems", nargs="+", default=list(DEFAULT_SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--config", default=str(CONFIG),
+                        help="the config every system's splits and sftune's sweep come from "
+                        "(default: configs/default.yaml, make run's)")
     parser.add_argument("--untuned-lr", type=float, default=5e-5)
     parser.add_argument("--untuned-epochs", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -374,7 +382,7 @@ def main() -> None:
     args = _parse()
     from search.config import load_config
 
-    budget = args.budget or load_config(CONFIG).tune.time_budget_s
+    budget = args.budget or load_config(args.config).tune.time_budget_s
     runs = [measure(system, dataset, seed, budget, args)
             for dataset in args.datasets for seed in args.seeds for system in args.systems]
     rows = summarize(runs)
