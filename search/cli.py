@@ -113,8 +113,9 @@ def _print_outcome(best: dict, cfg: AppConfig) -> None:
     print(f"{what} {best['trial_id']}: validation {metric}={best['score']:.4f}, "
           f"test accuracy={best['test_accuracy']:.4f}, test macro-F1={best['test_f1_macro']:.4f}")
     if best.get("lexical_weight"):
-        print(f"  with its lexical layer (TF-IDF + logistic regression, weight "
-              f"{best['lexical_weight']:g}, chosen on validation); the transformer alone: test "
+        print(f"  with its lexical layer (TF-IDF + logistic regression, the words' share "
+              f"{best['lexical_weight']:g} of 0-1, chosen on validation); the transformer "
+              f"alone: test "
               f"accuracy={best['test_accuracy_model_only']:.4f}, macro-F1="
               f"{best['test_f1_macro_model_only']:.4f}")
     if best.get("tuning_gain"):

@@ -196,8 +196,9 @@ class TrainConfig(_Section):
     )
     lexical: Annotated[Literal["auto", "off"], BeforeValidator(_on_off)] = Field(
         "auto", description="`auto`: when the model is exported, a TF-IDF + logistic-regression "
-        "layer is fit on the training texts and its log-probabilities are added to the model's, "
-        "at the weight (0 to 4) that scores best on validation; 0 keeps the transformer alone "
+        "layer is fit on the training texts and pooled with the model at the words' share that "
+        "scores best on validation: 0 keeps the transformer alone, 0.2-0.9 add the words' "
+        "log-probabilities to the model's (at 0.25-9 times), 1 is the words alone "
         "(search/lexical.py). `off`: never.",
     )
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for L_lm.")

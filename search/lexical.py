@@ -1,11 +1,14 @@
-"""The lexical layer: a TF-IDF + logistic-regression model whose log-probabilities are added to
-the transformer's, with a weight chosen on validation.
+"""The lexical layer: a TF-IDF + logistic-regression model pooled with the transformer, its share
+(weight) chosen on validation.
 
 Why: on small data where the label is carried by words (names, set phrases), a bag of word
 n-grams reads every word of every text in a second, and a fine-tune on 2 CPU cores sees a few
-epochs of the first 512 tokens. The two make different errors, and the sum of their
-log-probabilities (a product of experts) beats either alone on such data (BENCHMARKS.md). Where
-it does not help, validation picks weight 0 and the model is the transformer alone.
+epochs of the first 512 tokens. The two make different errors, and a product of experts (the
+words' log-probabilities added to the model's, renormalised) beats either alone on such data
+(BENCHMARKS.md). The words' share ``w`` runs from 0 (the transformer alone) through the additive
+weights ``w / (1 - w)`` to 1 (the words alone: on a few hundred long texts a 2-core budget can
+leave the transformer worse than a bag of n-grams, and then the user should get the better of
+the two); validation picks it, preferring the smaller on a tie.
 
 The layer lives beside the weights of an exported model (``lexical.safetensors``: idf, coef and
 intercept; ``lexical.json``: the vocabulary and the weight), so it loads without pickle, and
@@ -24,13 +27,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LEXICAL_FILE", "LEXICAL_META", "WEIGHTS", "LexicalLayer", "choose_weight",
+__all__ = ["LEXICAL_FILE", "LEXICAL_META", "VERSION", "WEIGHTS", "LexicalLayer", "choose_weight",
            "fit_layer", "fuse", "fuse_probs", "load_layer", "log_softmax"]
 
 LEXICAL_FILE = "lexical.safetensors"
 LEXICAL_META = "lexical.json"
-#: The weights validation chooses from: 0 is the transformer alone; at 4 the words dominate.
-WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: The words' shares validation chooses from: 0 is the transformer alone, 1 the words alone;
+#: 0.2 to 0.9 add the words' log-probabilities at 0.25 to 9 times (w / (1 - w)).
+WEIGHTS = (0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+#: The layer's file format, recorded in ``lexical.json``. Version 1 (no key) stored the additive
+#: weight k itself, without a words-alone end: its share is k / (1 + k).
+VERSION = 2
 #: Word uni- and bigrams, log-scaled counts: the usual strong TF-IDF setting. The vocabulary is
 #: capped (the most frequent terms) so a large corpus keeps the layer a few MB.
 VECTORIZER = {"ngram_range": (1, 2), "sublinear_tf": True, "min_df": 1, "lowercase": True,
@@ -41,7 +48,7 @@ C = 10.0
 
 @dataclass
 class LexicalLayer:
-    """A fitted TF-IDF + logistic regression and the weight of its log-probabilities."""
+    """A fitted TF-IDF + logistic regression and the words' share ``weight`` (:func:`fuse`)."""
 
     terms: list[str]  # the vocabulary, in column order
     idf: np.ndarray  # (terms,)
@@ -69,8 +76,8 @@ class LexicalLayer:
                    "intercept": self.intercept.astype(np.float32)},
                   str(directory / LEXICAL_FILE))
         (directory / LEXICAL_META).write_text(json.dumps(
-            {"weight": self.weight, "terms": self.terms, "vectorizer": _jsonable(VECTORIZER),
-             "C": C}))
+            {"version": VERSION, "weight": self.weight, "terms": self.terms,
+             "vectorizer": _jsonable(VECTORIZER), "C": C}))
 
 
 def fit_layer(texts: Sequence[str], labels: Sequence[int], num_labels: int) -> LexicalLayer:
@@ -115,11 +122,15 @@ def choose_weight(model_log_probs: np.ndarray, lexical_log_probs: np.ndarray,
 
 def fuse(model_log_probs: np.ndarray, lexical_log_probs: np.ndarray | None,
          weight: float) -> np.ndarray:
-    """Log-probabilities of the product of experts: the model's, plus ``weight`` times the
-    words', renormalised. Weight 0 (or no layer) returns the model's own."""
+    """Log-probabilities of the product of experts at the words' share ``weight``: the model's
+    plus ``weight / (1 - weight)`` times the words', renormalised (so words that say nothing
+    change nothing, and the model's confidence keeps its scale). Share 0 (or no layer) returns
+    the model's own, share 1 the words' own."""
     if lexical_log_probs is None or weight == 0:
         return model_log_probs
-    return log_softmax(model_log_probs + weight * lexical_log_probs)
+    if weight >= 1:
+        return lexical_log_probs
+    return log_softmax(model_log_probs + weight / (1 - weight) * lexical_log_probs)
 
 
 def fuse_probs(probs: np.ndarray, texts: Sequence[str], layer: LexicalLayer | None) -> np.ndarray:
@@ -140,11 +151,14 @@ def load_layer(directory: Path) -> LexicalLayer | None:
     if not (directory / LEXICAL_FILE).is_file():
         return None
     meta = json.loads((directory / LEXICAL_META).read_text())
-    if not meta.get("weight"):
+    weight = float(meta.get("weight") or 0)
+    if not weight:
         return None
+    if meta.get("version", 1) == 1:  # an additive weight k: the share of the same figures
+        weight = weight / (1 + weight)
     tensors = load_file(str(directory / LEXICAL_FILE))
     return LexicalLayer(terms=meta["terms"], idf=tensors["idf"], coef=tensors["coef"],
-                        intercept=tensors["intercept"], weight=float(meta["weight"]))
+                        intercept=tensors["intercept"], weight=weight)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -52,11 +52,15 @@ def _lexical(lexical: dict[str, Any], test: dict[str, Any]) -> str:
         return ""
     alone = test.get("test_accuracy_model_only")
     measured = f" (the transformer alone: {alone:.4g} test accuracy)" if alone is not None else ""
+    share = lexical["weight"]
+    how = ("its predictions alone are the model's: on validation they beat the transformer's "
+           "and every mix of the two" if share >= 1 else
+           f"its log-probabilities are added to the transformer's at {share / (1 - share):.3g} "
+           f"times (the words' share {share:g}), the mix that scored best on validation")
     return (f"\n\nThe test figures include the **lexical layer** (`lexical.safetensors`): a "
-            f"TF-IDF + logistic regression over word uni- and bigrams whose log-probabilities "
-            f"are added to the transformer's at weight {lexical['weight']:g}, the weight that "
-            f"scored best on validation{measured}. `sftune serve` and the dashboard apply it; "
-            "a plain `transformers.pipeline` reads the transformer alone.")
+            f"TF-IDF + logistic regression over word uni- and bigrams; {how}{measured}. "
+            "`sftune serve` and the dashboard apply it; a plain `transformers.pipeline` reads "
+            "the transformer alone.")
 
 
 def _selection(selection: dict[str, Any]) -> str:

@@ -181,7 +181,7 @@ def test_what_tuning_bought_compares_the_transformers_without_the_lexical_layer(
                                           "epoch": 1.0, "examples": 64, "lr": 0.001,
                                           "val_accuracy": r["score"]} for r in rows]))
     plain = {"test_accuracy": 0.70, "test_f1_macro": 0.68}
-    fused = {"test_accuracy": 0.90, "test_f1_macro": 0.89, "lexical_weight": 2.0,
+    fused = {"test_accuracy": 0.90, "test_f1_macro": 0.89, "lexical_weight": 0.65,
              "test_accuracy_model_only": 0.75, "test_f1_macro_model_only": 0.74}
     write_sweep_meta(tmp_path, {"name": "t", "test": {"dflt": plain, "tuned": fused}})
     gain = tuning_gain(str(tmp_path), tiny_config(tiny_model_dir, reviews_csv))

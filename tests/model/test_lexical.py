@@ -1,6 +1,8 @@
 """The lexical layer: fit, saved without pickle, weighted on validation, and applied alike by the
 test evaluation, the endpoint's predictor and the dashboard's local model."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,15 +72,47 @@ def test_validation_chooses_the_weight_and_words_that_do_not_help_get_none():
     assert choose_weight(model, wrong, labels)[0] == 0.0
 
 
-def test_fusion_adds_weighted_log_probabilities_and_renormalises():
+def test_fusion_adds_the_words_at_their_share_and_renormalises():
     model = log_softmax(np.array([[2.0, 0.0], [0.0, 1.0]]))
     words = log_softmax(np.array([[0.0, 3.0], [0.0, 0.5]]))
-    assert fuse(model, words, 0.0) is model and fuse(model, None, 2.0) is model
-    fused = fuse(model, words, 2.0)
+    assert fuse(model, words, 0.0) is model and fuse(model, None, 0.5) is model
+    fused = fuse(model, words, 2 / 3)  # the words' share 2/3: added at twice the model's weight
     np.testing.assert_allclose(np.exp(fused).sum(-1), 1.0)
     expected = model + 2.0 * words
     np.testing.assert_allclose(fused - fused[:, :1], expected - expected[:, :1], atol=1e-12)
     assert fused.argmax(-1).tolist() == [1, 1]
+    # Share 1 is the words alone, even where the model gave a label probability 0.
+    np.testing.assert_array_equal(fuse(np.log([[1.0, 0.0]]), words[:1], 1.0), words[:1])
+
+
+def test_words_that_beat_a_confident_model_win_outright():
+    # A model stuck on the majority class, confidently (p = 0.9999), and words that are right but
+    # unsure (p = 0.7): only the words alone (share 1) fix the minority texts.
+    labels = np.array([0] * 12 + [1] * 8)
+    model = np.log(np.tile([0.9999, 0.0001], (20, 1)))
+    words = np.log(np.where(np.eye(2)[labels] == 1, 0.7, 0.3))
+    weight, table = choose_weight(model, words, labels)
+    assert weight == 1.0 and table["1.0"]["accuracy"] == 1.0
+    assert table["0.9"]["accuracy"] == 0.6  # added at 9 times, the words still lose
+
+
+def test_a_first_version_layer_loads_with_the_same_fused_figures(tmp_path):
+    # Version 1 stored the additive weight k (the model's log-probabilities plus k times the
+    # words'); it loads as the share k / (1 + k), which gives the same fused probabilities.
+    texts, labels = _toy()
+    layer = fit_layer(texts, labels, num_labels=2)
+    layer.weight = 0.5
+    layer.save(tmp_path)
+    meta = json.loads((tmp_path / LEXICAL_META).read_text())
+    del meta["version"]
+    meta["weight"] = 4.0
+    (tmp_path / LEXICAL_META).write_text(json.dumps(meta))
+    loaded = load_layer(tmp_path)
+    assert loaded.weight == pytest.approx(0.8)
+    model = log_softmax(np.random.default_rng(0).normal(size=(len(texts), 2)))
+    words = loaded.log_probs(texts)
+    np.testing.assert_allclose(fuse(model, words, loaded.weight),
+                               log_softmax(model + 4.0 * words), atol=1e-9)
 
 
 @pytest.mark.slow
@@ -126,3 +160,17 @@ def test_lexical_off_fits_no_layer(tiny_model_dir, reviews_csv, tmp_path):
     _ensure_lexical(str(tmp_path), pd.Series({"checkpoint": str(tmp_path), "trial_id": "t"}), cfg)
     assert not (tmp_path / LEXICAL_FILE).exists()
     assert "lexical" not in artifacts.read_meta(tmp_path)
+
+
+@pytest.mark.parametrize("share, says", [
+    (0.8, "added to the transformer's at 4 times (the words' share 0.8)"),
+    (1.0, "its predictions alone are the model's"),
+])
+def test_the_model_card_says_how_much_the_words_count(share, says):
+    from search.model_card import render_card
+
+    meta = {"label_names": ["neg", "pos"], "lexical": {"weight": share},
+            "test": {"test_accuracy": 0.8, "test_accuracy_model_only": 0.7}}
+    card = render_card(meta, "reviews")
+    assert says in card and "the transformer alone: 0.7 test accuracy" in card
+    assert "lexical layer" not in render_card({**meta, "lexical": {"weight": 0.0}}, "reviews")
