@@ -1,9 +1,10 @@
 """The fallback when no endpoint is up: the sweep's exported best model, run in-process.
 
-An exported model is a plain Hugging Face directory (see :mod:`search.artifacts`), so vanilla
-``transformers.pipeline`` loads it; its lexical layer (:mod:`search.lexical`), if any, is added
-here as the endpoint adds it. torch and transformers are imported only when the user asks for
-it, so the rest of the dashboard stays light.
+It runs through the endpoint's own :class:`serving.predictor.Predictor` (on CPU, no Ray), so a
+text gets the answer the endpoint would give and the test evaluation scored: the same cut
+(length and truncation from the export's ``sftune.json``) and the same lexical layer. torch and
+transformers are imported only when the user asks for it, so the rest of the dashboard stays
+light.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from dashboard.client import Prediction
 from search import storage
-from search.artifacts import WEIGHTS_FILE, read_meta, verify_safetensors_only
-from search.lexical import LexicalLayer, fuse_probs, load_layer
+from search.artifacts import WEIGHTS_FILE
 
 __all__ = ["LocalModel", "find_export", "load_local_model"]
 
@@ -68,36 +67,25 @@ def find_export(meta: dict[str, Any], experiment_dir: str | Path,
 
 @dataclass
 class LocalModel:
-    """A loaded pipeline plus what it is (from the checkpoint's ``sftune.json``) and its lexical
-    layer (:mod:`search.lexical`), applied as the endpoint applies it."""
+    """A loaded model (the endpoint's predictor) plus what it is, from its ``sftune.json``."""
 
     directory: Path
-    meta: dict[str, Any]
-    pipe: Any
-    lexical: LexicalLayer | None = None
+    predictor: Any  # serving.predictor.Predictor, imported lazily (torch)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.predictor.meta
 
     def predict(self, texts: list[str]) -> list[Prediction]:
-        outputs = self.pipe(list(texts), top_k=None, truncation=True)
-        id2label = self.pipe.model.config.id2label
-        names = [str(id2label[i]) for i in range(len(id2label))]  # the layer's column order
-        probs = np.array([[{str(s["label"]): float(s["score"]) for s in scores}[name]
-                           for name in names] for scores in outputs])
-        probs = fuse_probs(probs, texts, self.lexical)
-        predictions = []
-        for text, row in zip(texts, probs, strict=True):
-            best = int(row.argmax())
-            predictions.append(Prediction(text, names[best], float(row[best]),
-                                          dict(zip(names, map(float, row), strict=True))))
-        return predictions
+        return [Prediction(text, answer["label"], answer["score"], answer["probabilities"])
+                for text, answer in zip(texts, self.predictor.predict(list(texts)),
+                                        strict=True)]
 
 
 def load_local_model(directory: str | Path) -> LocalModel:
     """Load an exported model on CPU (from a bucket: downloaded once); refuses pickle weights
-    (see ``verify_safetensors_only``)."""
-    from transformers import pipeline
+    (the predictor loads safetensors only)."""
+    from serving.predictor import Predictor
 
     directory = storage.local_copy(str(directory))
-    verify_safetensors_only(directory)
-    pipe = pipeline("text-classification", model=str(directory), device="cpu")
-    return LocalModel(directory=directory, meta=read_meta(directory), pipe=pipe,
-                      lexical=load_layer(directory))
+    return LocalModel(directory=directory, predictor=Predictor.load(directory, device="cpu"))

@@ -466,8 +466,9 @@ class ServeConfig(_Section):
     max_texts: int = Field(64, ge=1, description="Most texts one request may carry.")
     max_chars: int = Field(5000, ge=1, description="Most characters in one text.")
     max_tokens: int | None = Field(
-        None, ge=8, description="Tokens per text after truncation (None = the model's limit, "
-        "at most 512).",
+        None, ge=8, description="Tokens per text after truncation (None = the length the model "
+        "was trained and tested at, from its sftune.json, so answers are what the test scored; "
+        "the model's limit, at most 512, for a checkpoint without one).",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body; bigger ones get 413."

@@ -7,8 +7,11 @@ when no endpoint is up::
     predictor.predict(["A charming film."])
     # [{"label": "fresh", "score": 0.93, "probabilities": {"rotten": 0.07, "fresh": 0.93}}]
 
-An export's lexical layer (:mod:`search.lexical`), when it has one, is applied to every answer as
-the test evaluation applied it.
+It cuts each text as the model was trained and tested (the length and the truncation its
+``sftune.json`` records, :func:`search.encoding.truncate`), so an answer is what the test
+evaluation scored; ``serve.max_tokens`` overrides the length. An export's lexical layer
+(:mod:`search.lexical`), when it has one, is applied to every answer as the test evaluation
+applied it.
 
 It loads safetensors only (a pickle in the model directory is refused, never read), tokenizes per
 call, sorts the texts by length and runs them in chunks so padding stays small, and runs under
@@ -30,6 +33,7 @@ import torch
 
 from search import artifacts
 from search.device import resolve_device
+from search.encoding import tokenize, truncate
 from search.lexical import LEXICAL_FILE, LEXICAL_META, fuse_probs, load_layer
 from serving.sizing import default_threads
 
@@ -107,6 +111,8 @@ class Predictor:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.label_names, self.meta = loaded.label_names, loaded.meta
         self.device, self.dtype, self.max_tokens = device, dtype, max_tokens
+        #: How an over-long text is cut: as in training and the test evaluation.
+        self.truncation = str(self.meta.get("truncation") or "head")
         self.forward_batch_size = forward_batch_size
         self.pad_id = self.tokenizer.pad_token_id or 0
         config = self.model.config
@@ -128,6 +134,8 @@ class Predictor:
         ``num_threads`` sets torch's intra-op threads on CPU (None:
         :func:`serving.sizing.default_threads`).
         ``forward_batch_size`` caps texts per forward pass (None: 8 on CPU, unlimited on GPU).
+        ``max_tokens`` is the length texts are cut to (None: the one the model was trained and
+        tested at, from its ``sftune.json``; the model's limit for a checkpoint without one).
         """
         model_dir = Path(model_dir)
         loaded = _load(model_dir)
@@ -136,7 +144,7 @@ class Predictor:
             torch.set_num_threads(num_threads or default_threads())
         dtype = torch.bfloat16 if target.type == "cuda" and bf16 else torch.float32
         loaded.model.to(device=target, dtype=dtype)
-        limit = max_tokens or _model_max_tokens(loaded.model, loaded.tokenizer)
+        limit = max_tokens or _trained_max_tokens(loaded)
         if forward_batch_size is None and target.type == "cpu":
             forward_batch_size = CPU_FORWARD_BATCH
         return cls(model_dir=model_dir, loaded=loaded, device=target, dtype=dtype,
@@ -160,9 +168,9 @@ class Predictor:
         return [self._answer(row) for row in fuse_probs(probs, texts, self.lexical)]
 
     def _tokenize(self, texts) -> dict[str, list[list[int]]]:
-        if not self.pairs:
-            return self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens,
-                                  return_attention_mask=False, return_token_type_ids=False)
+        if not self.pairs:  # as in training: tokenized whole, then cut (head or head+tail)
+            return {"input_ids": [truncate(ids, self.max_tokens, self.truncation)
+                                  for ids in tokenize(self.tokenizer, texts)]}
         # As in training: the tokenizer joins the two texts and cuts the longer one first.
         firsts, seconds = zip(*texts, strict=True)
         return self.tokenizer(list(firsts), list(seconds), truncation="longest_first",
@@ -219,6 +227,12 @@ class Predictor:
 
 def _val_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if k.startswith("val_") or k in ("epoch", "score")}
+
+
+def _trained_max_tokens(loaded: _Loaded) -> int:
+    """The length the model was trained and tested at (``sftune.json``), within its limit."""
+    limit = _model_max_tokens(loaded.model, loaded.tokenizer)
+    return min(int(loaded.meta.get("max_length") or limit), limit)
 
 
 def _model_max_tokens(model, tokenizer) -> int:

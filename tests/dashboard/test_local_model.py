@@ -83,3 +83,20 @@ def test_app_offers_the_local_model_when_the_endpoint_is_down(open_app, tmp_path
     at.button(key="predict_one").click().run()
     assert not at.exception and not at.error
     assert at.metric[0].value in {"neg", "pos"}
+
+
+def test_local_model_answers_as_the_endpoint_does(exported, tmp_path):
+    import shutil
+
+    from serving.predictor import Predictor
+
+    # Trained on 8 tokens, cut head+tail: the dashboard cuts a long text as the endpoint does.
+    directory = tmp_path / "cut"
+    shutil.copytree(exported, directory)
+    artifacts.update_meta(directory, max_length=8, truncation="head_tail")
+    texts = ["a dull start " * 10 + "and a fine end", "great fun"]
+    local = load_local_model(directory).predict(texts)
+    served = Predictor.load(directory, device="cpu").predict(texts)
+    for mine, theirs in zip(local, served, strict=True):
+        assert mine.label == theirs["label"]
+        assert mine.probabilities == pytest.approx(theirs["probabilities"], abs=1e-6)

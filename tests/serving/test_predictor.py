@@ -62,3 +62,51 @@ def test_pickle_weights_are_refused_unread(tmp_path, checkpoints):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x05 not a pickle")
     with pytest.raises(CheckpointError, match="pickle"):
         Predictor.load(tmp_path, device="cpu")
+
+
+@pytest.fixture
+def head_tail_checkpoint(tmp_path, checkpoints):
+    """Checkpoint A as a sweep records it when it trained on 12 tokens, cut head+tail."""
+    import shutil
+
+    from search import artifacts
+
+    directory = tmp_path / "head_tail"
+    shutil.copytree(checkpoints["A"], directory)
+    artifacts.update_meta(directory, max_length=12, truncation="head_tail")
+    return directory
+
+
+LONG = "the opening was dull and slow " * 4 + "but the ending was a great delight"
+
+
+def _probabilities_of(model_dir, ids):
+    """The model's own probabilities for one token sequence, no predictor involved."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():
+        probs = model(input_ids=torch.tensor([ids])).logits.softmax(-1)[0]
+    return dict(zip(LABELS, probs.tolist(), strict=True))
+
+
+def test_texts_are_cut_as_the_model_was_trained_and_tested(head_tail_checkpoint):
+    from search.encoding import tokenize, truncate
+
+    predictor = Predictor.load(head_tail_checkpoint, device="cpu", num_threads=1)
+    [ids] = tokenize(predictor.tokenizer, [LONG])
+    assert len(ids) > 30  # far over the 12 tokens it trained on
+    cut = truncate(ids, 12, "head_tail")  # what training and the test evaluation read
+    assert cut != truncate(ids, 12, "head") and len(cut) == 12
+    [answer] = predictor.predict([LONG])
+    assert answer["probabilities"] == pytest.approx(
+        _probabilities_of(head_tail_checkpoint, cut), abs=1e-5)
+    # The whole text reads differently: the cut is what made the answer.
+    assert answer["probabilities"] != pytest.approx(
+        _probabilities_of(head_tail_checkpoint, ids), abs=1e-4)
+    # serve.max_tokens still overrides the length (the truncation stays the model's).
+    wider = Predictor.load(head_tail_checkpoint, device="cpu", num_threads=1, max_tokens=20)
+    [answer] = wider.predict([LONG])
+    assert answer["probabilities"] == pytest.approx(
+        _probabilities_of(head_tail_checkpoint, truncate(ids, 20, "head_tail")), abs=1e-5)
