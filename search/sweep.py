@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -263,7 +264,7 @@ class _DeadlineSearch(OptunaSearch):
         return super().suggest(trial_id)
 
 
-def _searcher(cfg: AppConfig, budget_s: float | None, warm: WarmStart | None):
+def _searcher(cfg: AppConfig, deadline: float | None, warm: WarmStart | None):
     import optuna
 
     # TPE needs a few random points first; Optuna's default of 10 would make a small sweep
@@ -277,7 +278,6 @@ def _searcher(cfg: AppConfig, budget_s: float | None, warm: WarmStart | None):
     # A warm start's prior (the old sweep's top configurations) comes next.
     first = [] if warm and warm.has_default(cfg) else [default_point(cfg)]
     first += warm.prior if warm else []
-    deadline = time.time() + budget_s if budget_s is not None else None
     searcher = _DeadlineSearch(space=optuna_space(cfg), metric="score", mode="max",
                                sampler=sampler, points_to_evaluate=first or None,
                                deadline=deadline)
@@ -288,18 +288,34 @@ def _searcher(cfg: AppConfig, budget_s: float | None, warm: WarmStart | None):
 
 class DefaultKeepingASHA(ASHAScheduler):
     """ASHA that never stops the untuned default trial: it is the baseline every other trial
-    must beat, so it runs its whole budget and is compared at equal fidelity."""
+    must beat, so it runs its whole budget and is compared at equal fidelity.
 
-    def __init__(self, *args: Any, default: dict[str, Any], **kwargs: Any) -> None:
+    Past ``launch_by`` (the search's budget) it also ends the trials still queued (PENDING):
+    Tune queues up to ``tune.max_concurrent_trials`` before any lane is free, and the
+    searcher's deadline stops only new suggestions, so a queued trial would start on the next
+    free lane, load its model and spend an evaluation to end at once (configs/full.yaml on
+    2 CPU cores: 11 of 22 trials, BENCHMARKS.md)."""
+
+    def __init__(self, *args: Any, default: dict[str, Any], launch_by: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.default = default
+        self.default, self.launch_by = default, launch_by
+
+    def choose_trial_to_run(self, tune_controller):
+        if self.launch_by is not None and time.time() >= self.launch_by:
+            # Only trials that never reported: a resumed sweep's interrupted ones go on.
+            for trial in tune_controller.get_trials():
+                if trial.status == Trial.PENDING and "examples" not in \
+                        trial.run_metadata.last_result:  # (Trial.last_result fills defaults)
+                    tune_controller.stop_trial(trial)  # tells the searcher and the callbacks
+        return super().choose_trial_to_run(tune_controller)
 
     def on_trial_result(self, tune_controller, trial, result):
         decision = super().on_trial_result(tune_controller, trial, result)  # records the rung
         return TrialScheduler.CONTINUE if is_point(trial.config, self.default) else decision
 
 
-def _scheduler(cfg: AppConfig, data: PreparedData):
+def _scheduler(cfg: AppConfig, data: PreparedData, launch_by: float | None = None):
     # Rungs are in training examples seen, so a poor trial can be cut before its first epoch
     # ends. "score" is the best evaluation so far: ASHA and TPE judge a trial by its best.
     from search.train import evaluation_steps
@@ -313,7 +329,7 @@ def _scheduler(cfg: AppConfig, data: PreparedData):
     return DefaultKeepingASHA(
         metric="score", mode="max", time_attr="examples", max_t=per_trial,
         grace_period=min(grace, per_trial), reduction_factor=cfg.tune.reduction_factor,
-        default=default_point(cfg),
+        default=default_point(cfg), launch_by=launch_by,
     )
 
 
@@ -346,8 +362,9 @@ def _new_tuner(cfg: AppConfig, name: str, trainable, recorder: ResultsRecorder,
     searched = cfg.space.searched()
     if not searched:
         raise SweepError("the search space has no searched dimension; give one a {low, high}")
+    deadline = time.time() + budget_s if budget_s is not None else None  # no new trials after
     tune_config = tune.TuneConfig(
-        search_alg=_searcher(cfg, budget_s, warm), scheduler=_scheduler(cfg, data),
+        search_alg=_searcher(cfg, deadline, warm), scheduler=_scheduler(cfg, data, deadline),
         num_samples=cfg.tune.num_samples, max_concurrent_trials=cfg.tune.max_concurrent_trials,
         # New trials stop at the budget (the searcher's deadline), and running ones end by
         # themselves at STRAGGLER_FACTOR times it; this hard stop is only the backstop.

@@ -297,9 +297,12 @@ def test_trials_running_when_the_time_is_up_end_themselves_scored_and_checkpoint
     # No evaluation would come before the trials' 500 epochs end: only the sweep's stop time
     # makes them evaluate, and they end by themselves with it, each with its checkpoint (a
     # Tune stop landing between a report and its checkpoint's registration drops the latter).
+    # Four trials for two lanes: Tune queues the other two, and they get a lane only after the
+    # budget; they end at once, with no evaluation and no row.
     from pathlib import Path
 
-    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=2",
+    cfg = _cfg(tiny_model_dir, reviews_csv, tmp_path, "tune.num_samples=4",
+               "tune.max_concurrent_trials=4", "tune.cpus_per_trial=1",
                "tune.time_budget_s=12", "train.epochs=500", "train.eval_every=1000000",
                "train.patience=100", "tune.finalists=0", "tune.keep_checkpoints=4")
     summary = summarize_trials(read_trials(run_sweep(cfg, name="ends")))
