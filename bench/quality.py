@@ -26,7 +26,7 @@ Each system runs in its own process, one after the other, so none shares the cor
     .venv/bin/python bench/quality.py --datasets debates speeches --seeds 0 --budget 240
     .venv/bin/python bench/quality.py --quick                  # minutes: checks the harness
     .venv/bin/python bench/quality.py --config configs/full.yaml --systems sftune --seeds 0 \
-        --budget 3000 --set tune.gpus_per_trial=0 --tag full-cpu   # another config, on CPUs
+        --budget 2400 --set tune.gpus_per_trial=0 --tag full-cpu   # another config, on CPUs
 
 Writes bench/results/quality[-TAG].json and prints the table (means +- sd over the seeds).
 """
