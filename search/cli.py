@@ -113,7 +113,7 @@ def _print_outcome(best: dict, cfg: AppConfig) -> None:
     print(f"{what} {best['trial_id']}: validation {metric}={best['score']:.4f}, "
           f"test accuracy={best['test_accuracy']:.4f}, test macro-F1={best['test_f1_macro']:.4f}")
     if best.get("lexical_weight"):
-        print(f"  with its lexical layer (TF-IDF + logistic regression, the words' share "
+        print(f"  with its lexical layer (TF-IDF + linear SVM, the words' share "
               f"{best['lexical_weight']:g} of 0-1, chosen on validation); the transformer "
               f"alone: test "
               f"accuracy={best['test_accuracy_model_only']:.4f}, macro-F1="

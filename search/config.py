@@ -195,7 +195,7 @@ class TrainConfig(_Section):
         1024, ge=1, description="Training texts (a stratified sample) the head probe is fit on.",
     )
     lexical: Annotated[Literal["auto", "off"], BeforeValidator(_on_off)] = Field(
-        "auto", description="`auto`: when the model is exported, a TF-IDF + logistic-regression "
+        "auto", description="`auto`: when the model is exported, a TF-IDF + linear-SVM "
         "layer is fit on the training texts and pooled with the model at the words' share that "
         "scores best on validation: 0 keeps the transformer alone, 0.2-0.9 add the words' "
         "log-probabilities to the model's (at 0.25-9 times), 1 is the words alone "

@@ -47,7 +47,7 @@ def _evaluation(meta: dict[str, Any]) -> str:
 
 
 def _lexical(lexical: dict[str, Any], test: dict[str, Any]) -> str:
-    """What the lexical layer (TF-IDF + logistic regression) adds, when validation chose it."""
+    """What the lexical layer (TF-IDF + linear SVM) adds, when validation chose it."""
     if not lexical.get("weight"):
         return ""
     alone = test.get("test_accuracy_model_only")
@@ -58,7 +58,8 @@ def _lexical(lexical: dict[str, Any], test: dict[str, Any]) -> str:
            f"its log-probabilities are added to the transformer's at {share / (1 - share):.3g} "
            f"times (the words' share {share:g}), the mix that scored best on validation")
     return (f"\n\nThe test figures include the **lexical layer** (`lexical.safetensors`): a "
-            f"TF-IDF + logistic regression over word uni- and bigrams; {how}{measured}. "
+            "TF-IDF + linear SVM over word uni- and bigrams, its scores calibrated into "
+            f"probabilities; {how}{measured}. "
             "`sftune serve` and the dashboard apply it; a plain `transformers.pipeline` reads "
             "the transformer alone.")
 

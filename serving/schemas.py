@@ -131,7 +131,7 @@ class ModelInfo(BaseModel):
     val_metrics: dict[str, Any] = Field(description="Validation metrics of the best epoch.")
     test_metrics: dict[str, Any] | None = Field(description="Test metrics, once evaluated.")
     lexical_weight: float = Field(0.0, description="The words' share (0-1) of the export's "
-                                  "lexical layer (TF-IDF + logistic regression) in every answer; "
+                                  "lexical layer (TF-IDF + linear SVM) in every answer; "
                                   "0: none, 1: the words alone.")
     loaded_at: str = Field(description="When this replica loaded the model (UTC, ISO 8601).")
     device: str

@@ -39,6 +39,38 @@ def test_the_layer_round_trips_through_safetensors_and_json(tmp_path):
     np.testing.assert_allclose(np.exp(loaded.log_probs(unseen)).sum(-1), 1.0, atol=1e-5)
 
 
+def _noisy(n: int, seed: int, flip: float = 0.25):
+    """Toy reviews with a share of labels flipped: no model gets them all, so scores can be
+    over- or under-confident."""
+    texts, labels = _toy(n, seed)
+    flipped = np.random.default_rng(seed).random(n) < flip
+    return texts, np.where(flipped, 1 - labels, labels)
+
+
+def test_the_words_alone_predict_as_the_tfidf_svm_baseline():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import LinearSVC
+
+    texts, labels = _noisy(300, seed=0)
+    unseen, _ = _noisy(200, seed=1)
+    layer = fit_layer(texts, labels, num_labels=2)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    baseline = LinearSVC().fit(vectorizer.fit_transform(texts), labels)
+    assert layer.log_probs(unseen).argmax(-1).tolist() == \
+        baseline.predict(vectorizer.transform(unseen)).tolist()
+
+
+def test_the_words_probabilities_are_calibrated_on_unseen_texts():
+    # A quarter of the labels flipped: the words can be right on about 3 texts in 4, and an
+    # uncalibrated SVM's scores say otherwise (its margins have no probability scale).
+    texts, labels = _noisy(400, seed=0)
+    unseen, truth = _noisy(2000, seed=1)
+    probs = np.exp(fit_layer(texts, labels, num_labels=2).log_probs(unseen))
+    accuracy = np.mean(probs.argmax(-1) == truth)
+    assert 0.65 < accuracy < 0.85
+    assert np.mean(probs.max(-1)) == pytest.approx(accuracy, abs=0.06)  # T = 1: 0.10 under
+
+
 def test_every_label_gets_its_row_in_label_id_order():
     # Three labels, the words of label 2 never seen with the others.
     texts = ["red apple"] * 5 + ["green pear"] * 5 + ["blue plum"] * 5
