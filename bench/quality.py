@@ -228,6 +228,7 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
                                      *args.set])
         path = run_sweep(cfg, name="quality")
         best = export_best(path)
+        paired = _paired_layers(path, best["export_dir"])  # while the sweep's files exist
         summary = summarize_trials(read_trials(path))
         selection = _selection(path, cfg.tune.min_improvement)
     search = summary[summary["phase"] == "search"]
@@ -248,7 +249,61 @@ def run_sftune(source: str, seed: int, budget: float, args) -> dict[str, Any]:
             "chosen": {k: summary[summary["trial_id"] == best["trial_id"]].iloc[0][k]
                        for k in ("lr", "frozen_depth", "joint_epochs", "alpha", "weight_decay",
                                  "dropout", "epochs")},
-            "stop_reasons": search["stop_reason"].value_counts().to_dict(), **selection}
+            "stop_reasons": search["stop_reason"].value_counts().to_dict(),
+            "paired_layers": paired, **selection}
+
+
+def _paired_layers(path: str, export_dir: str, cfg=None) -> dict[str, Any]:
+    """The exported transformer pooled with each words' model, each at the share validation
+    picks: the layer now (a calibrated linear SVM) and before 70f3330 (a logistic regression,
+    C = 10). Both on the same transformer, so the comparison is free of the run-to-run spread
+    of a time-budgeted sweep. An error is recorded, never raised: the run's figures stand."""
+    try:
+        import numpy as np
+
+        from search.best import _checkpoint_logits, _model_data, sweep_config
+        from search.lexical import choose_weight, fit_layer, fuse, log_softmax
+
+        cfg = cfg or sweep_config(path)
+        data, frames = _model_data(cfg)
+        splits = ("validation", "test")
+        own = {name: log_softmax(_checkpoint_logits(Path(export_dir), getattr(data, name), cfg,
+                                                    data.pad_id)) for name in splits}
+        texts = {name: getattr(frames, name)["text"].tolist() for name in splits}
+        train, labels = frames.train["text"].tolist(), frames.train["label"].to_numpy()
+        layer = fit_layer(train, labels, len(data.label_names))
+        words = {"svm": layer.log_probs, "logreg": _logreg(train, labels, len(data.label_names))}
+        record = {}
+        for name, log_probs in words.items():
+            share, _ = choose_weight(own["validation"], log_probs(texts["validation"]),
+                                     data.validation.labels)
+            fused = fuse(own["test"], log_probs(texts["test"]), share)
+            alone = log_probs(texts["test"]).argmax(-1) == np.asarray(data.test.labels)
+            record[name] = {"share": share, "words_alone_test_accuracy": float(alone.mean()),
+                            "test_accuracy": float(np.mean(fused.argmax(-1)
+                                                           == np.asarray(data.test.labels)))}
+        return record
+    except Exception as err:  # noqa: BLE001
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _logreg(texts: list[str], labels, num_labels: int):
+    """The layer's words' model before 70f3330: TF-IDF + logistic regression at C = 10."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from search.lexical import VECTORIZER
+
+    vectorizer = TfidfVectorizer(**VECTORIZER, dtype=np.float32)
+    model = LogisticRegression(C=10.0, max_iter=2000).fit(vectorizer.fit_transform(texts), labels)
+
+    def log_probs(batch: list[str]) -> np.ndarray:
+        probs = np.full((len(batch), num_labels), 1e-12)
+        probs[:, model.classes_] = model.predict_proba(vectorizer.transform(batch))
+        return np.log(probs)
+
+    return log_probs
 
 
 def _selection(path: str, min_improvement: float) -> dict[str, Any]:
